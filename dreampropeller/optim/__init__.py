@@ -1,0 +1,1 @@
+"""dreampropeller.optim"""
