@@ -61,7 +61,9 @@ def shapes_of(x: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in x.items()}
 
 
-def mean_squared_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], keys: Sequence[str]) -> float:
+def mean_squared_distance(
+    a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], keys: Sequence[str]
+) -> float:
     """Mean squared difference per element over ``keys`` (``inf`` where shapes disagree)."""
     total = 0.0
     count = 0
@@ -126,7 +128,9 @@ def as_updated(result: State | Updated | tuple[Any, Any]) -> Updated:
         return Updated(dict(result[0]), result[1])
     if isinstance(result, Mapping):
         return Updated(dict(result), None)
-    raise PicardError(f"update must return a state mapping or Updated(state, index_map), got {type(result).__name__}")
+    raise PicardError(
+        f"update must return a state mapping or Updated(state, index_map), got {type(result).__name__}"
+    )
 
 
 def map_rows(guess: State, before: State, after: State, index_map: IndexMap) -> State:

@@ -22,7 +22,9 @@ def derive_seed(seed: int, t: int, stream: str = "") -> int:
     return int.from_bytes(digest, "little") & _MASK63
 
 
-def step_generator(seed: int, t: int, stream: str = "", device: torch.device | str = "cpu") -> torch.Generator:
+def step_generator(
+    seed: int, t: int, stream: str = "", device: torch.device | str = "cpu"
+) -> torch.Generator:
     """A fresh ``torch.Generator`` on ``device`` seeded by ``(seed, t, stream)``."""
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, t, stream))

@@ -34,7 +34,9 @@ class Cameras:
 
     def to(self, device: torch.device | str) -> Cameras:
         """The same cameras on ``device``."""
-        return Cameras(*(getattr(self, f).to(device) for f in ("c2w", "fovy", "elevation", "azimuth", "distance")))
+        return Cameras(
+            *(getattr(self, f).to(device) for f in ("c2w", "fovy", "elevation", "azimuth", "distance"))
+        )
 
     def index(self, idx: slice | torch.Tensor | list[int]) -> Cameras:
         """A sub-batch."""
@@ -59,12 +61,18 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.
     return c2w
 
 
-def spherical_to_cartesian(elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+def spherical_to_cartesian(
+    elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch.Tensor
+) -> torch.Tensor:
     """Positions [B, 3] from elevation / azimuth in degrees and distance."""
     el = torch.deg2rad(elevation)
     az = torch.deg2rad(azimuth)
     return torch.stack(
-        [distance * torch.cos(el) * torch.cos(az), distance * torch.cos(el) * torch.sin(az), distance * torch.sin(el)],
+        [
+            distance * torch.cos(el) * torch.cos(az),
+            distance * torch.cos(el) * torch.sin(az),
+            distance * torch.sin(el),
+        ],
         dim=-1,
     )
 
@@ -140,7 +148,9 @@ def turntable(
     return cameras_from_spherical(elevation, azimuth, distance, fovy, batch=n)
 
 
-def camera_rays(c2w: torch.Tensor, fovy: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def camera_rays(
+    c2w: torch.Tensor, fovy: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray origins and unit directions [B, H, W, 3] of pinhole cameras (pixel centres)."""
     b = c2w.shape[0]
     device, dtype = c2w.device, c2w.dtype

@@ -1,0 +1,172 @@
+"""How the units of a window are computed: sequentially, batched on one device, or on several devices.
+
+An executor's ``evaluate(process, states, ts)`` returns the drifts of the window, in order, on the
+device of the input states. Executors report the seconds they spent communicating (moving states and
+drifts between devices or ranks) in ``comm_seconds``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from dreampropeller.picard.process import Drift, Process, State
+
+
+class Executor:
+    """Base executor: one unit after another (the ``sequential`` executor)."""
+
+    name = "sequential"
+
+    def __init__(self) -> None:
+        self.comm_seconds = 0.0
+
+    def bind(self, process: Process) -> None:
+        """Prepare for ``process`` (replicas, process groups). Called once by the solver."""
+
+    def evaluate(self, process: Process, states: Sequence[State], ts: Sequence[int]) -> list[Drift]:
+        """Drifts ``unit(states[i], ts[i])`` for the window."""
+        return [process.unit(x, t) for x, t in zip(states, ts, strict=True)]
+
+    @property
+    def parallel_width(self) -> int:
+        """How many units this executor can compute at the same time (1 for sequential)."""
+        return 1
+
+    def close(self) -> None:
+        """Release threads, replicas or process groups."""
+
+
+SequentialExecutor = Executor
+
+
+class BatchedExecutor(Executor):
+    """All units of a window in one ``unit_batch`` call (falls back to a loop without one).
+
+    ``max_batch`` splits long windows into chunks (memory bound on one device).
+    """
+
+    name = "batched"
+
+    def __init__(self, max_batch: int | None = None) -> None:
+        super().__init__()
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+
+    def evaluate(self, process: Process, states: Sequence[State], ts: Sequence[int]) -> list[Drift]:
+        if not process.has_unit_batch:
+            return super().evaluate(process, states, ts)
+        size = self.max_batch or len(states)
+        out: list[Drift] = []
+        for i in range(0, len(states), size):
+            out.extend(process.unit_batch(list(states[i : i + size]), list(ts[i : i + size])))
+        return out
+
+    @property
+    def parallel_width(self) -> int:
+        return self.max_batch or 1_000_000
+
+
+def _move(x: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=False) for k, v in x.items()}
+
+
+class DevicesExecutor(Executor):
+    """One worker thread per torch device, each with its own replica of the process's static parts.
+
+    Slot ``i`` of a window goes to device ``i % k``; a device with several slots evaluates them with
+    ``unit_batch`` when the process has one. Drifts come back on the states' device.
+    """
+
+    name = "devices"
+
+    def __init__(self, devices: Sequence[torch.device | str]) -> None:
+        super().__init__()
+        if not devices:
+            raise ValueError("the devices executor needs at least one device (e.g. cuda:0,cuda:1 or cpu,cpu)")
+        self.devices = [torch.device(d) for d in devices]
+        self._replicas: list[Process] = []
+        self._bound: Process | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def bind(self, process: Process) -> None:
+        if self._bound is process:
+            return
+        self._replicas = [process.replicate(d) for d in self.devices]
+        self._bound = process
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=len(self.devices), thread_name_prefix="picard-device")
+
+    def _work(
+        self, k: int, states: list[State], ts: list[int], home: torch.device
+    ) -> tuple[list[Drift], float]:
+        device = self.devices[k]
+        replica = self._replicas[k]
+        t0 = time.perf_counter()
+        moved = [_move(x, device) for x in states]
+        comm = time.perf_counter() - t0
+        drifts = (
+            replica.unit_batch(moved, ts)
+            if len(moved) > 1 and replica.has_unit_batch
+            else [replica.unit(x, t) for x, t in zip(moved, ts, strict=True)]
+        )
+        t1 = time.perf_counter()
+        back = [_move(d, home) for d in drifts]
+        comm += time.perf_counter() - t1
+        return back, comm
+
+    def evaluate(self, process: Process, states: Sequence[State], ts: Sequence[int]) -> list[Drift]:
+        self.bind(process)
+        assert self._pool is not None
+        k = len(self.devices)
+        home = next(iter(states[0].values())).device if states and states[0] else torch.device("cpu")
+        shares = [list(range(i, len(states), k)) for i in range(k)]
+        futures = {
+            i: self._pool.submit(self._work, i, [states[j] for j in share], [ts[j] for j in share], home)
+            for i, share in enumerate(shares)
+            if share
+        }
+        out: list[Drift | None] = [None] * len(states)
+        for i, fut in futures.items():
+            drifts, comm = fut.result()
+            with self._lock:
+                self.comm_seconds += comm
+            for j, d in zip(shares[i], drifts, strict=True):
+                out[j] = d
+        return out  # type: ignore[return-value]
+
+    @property
+    def parallel_width(self) -> int:
+        return len(self.devices)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._replicas = []
+        self._bound = None
+
+
+def make_executor(name: str, devices: Sequence[str] | None = None, max_batch: int | None = None) -> Executor:
+    """An executor by name: ``sequential``, ``batched`` or ``devices`` (``distributed`` lives in
+    :mod:`dreampropeller.picard.distributed`)."""
+    if name == "sequential":
+        return Executor()
+    if name == "batched":
+        return BatchedExecutor(max_batch)
+    if name == "devices":
+        if not devices:
+            n = torch.cuda.device_count()
+            devices = [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
+        return DevicesExecutor(devices)
+    if name == "distributed":
+        from dreampropeller.picard.distributed import DistributedExecutor
+
+        return DistributedExecutor()
+    raise ValueError(f"unknown executor {name!r}: use sequential, batched, devices or distributed")

@@ -1,0 +1,327 @@
+"""Generalized Picard iteration with a sliding window (DreamPropeller, arXiv 2311.17082).
+
+Window ``[b, b+n)``, ``x[b]`` exact. Each iteration:
+
+1. evaluate the units of every guess in the window (the executor decides how);
+2. roll out from the exact ``x[b]``: ``y[t+1] = update(y[t], d[t], t)``;
+3. errors ``e[t] = distance(y[t], guess[t])`` for ``t`` in ``(b, b+n)``;
+4. the new start is the first ``t`` whose error exceeds the threshold, else ``b+n``; ``y`` there is
+   exact because every drift before it came from an accepted guess (so progress >= 1 step);
+5. guesses from the new start on become the rollout; new slots are copies of the last rolled-out
+   state (``copy``, the authors' rule) or continue it with the last drift (``extrapolate``);
+6. the threshold adapts to the window's errors (:mod:`dreampropeller.picard.threshold`).
+
+Structure changes (``update`` returning an :class:`IndexMap`) stop the rollout where a guess no longer
+fits (infinite error); the guesses after it are carried through the map exactly. With a fixed
+threshold of 0 the result equals the sequential run bit for bit, optimizer state included.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from dreampropeller.picard.executors import Executor
+from dreampropeller.picard.process import (
+    Drift,
+    IndexMap,
+    PicardError,
+    Process,
+    State,
+    as_updated,
+    clone_state,
+    map_rows,
+    shapes_of,
+)
+from dreampropeller.picard.threshold import AGGREGATES, AdaptiveThreshold
+
+INITS = ("copy", "extrapolate")
+
+
+@dataclass
+class SolverConfig:
+    """Knobs of the solver. ``threshold=None`` starts from the first window's aggregated error."""
+
+    window: int = 8
+    threshold: float | None = None
+    adaptive: bool = True
+    ema: float = 0.9
+    aggregate: str = "middle"
+    init: str = "copy"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or self.window < 1:
+            raise PicardError(f"window must be an integer >= 1, got {self.window!r}")
+        if self.threshold is not None and (not math.isfinite(self.threshold) or self.threshold < 0):
+            raise PicardError(f"threshold must be a finite number >= 0, got {self.threshold!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise PicardError(f"ema must be in [0, 1), got {self.ema!r}")
+        if self.aggregate not in AGGREGATES:
+            raise PicardError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+        if self.init not in INITS:
+            raise PicardError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.threshold is None and not self.adaptive:
+            raise PicardError("a fixed threshold (adaptive=False) needs a threshold value, e.g. 0")
+
+
+@dataclass
+class SolverStats:
+    """What a run did and where its time went."""
+
+    steps: int = 0
+    start: int = 0
+    iterations: int = 0
+    unit_evals: int = 0
+    units_s: float = 0.0
+    rollout_s: float = 0.0
+    bookkeeping_s: float = 0.0
+    comm_s: float = 0.0
+    wall_s: float = 0.0
+    status: str = "running"
+    accepted: list[int] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    errors: list[list[float]] = field(default_factory=list)
+
+    @property
+    def rounds_speedup(self) -> float:
+        """Steps advanced per Picard iteration (the machine-independent speedup)."""
+        done = sum(self.accepted)
+        return done / self.iterations if self.iterations else 1.0
+
+    def to_dict(self, traces: bool = True) -> dict[str, Any]:
+        """JSON-ready summary (errors as ``None`` where infinite)."""
+        out = asdict(self)
+        out["rounds_speedup"] = self.rounds_speedup
+        if traces:
+            out["errors"] = [[e if math.isfinite(e) else None for e in row] for row in self.errors]
+        else:
+            for key in ("accepted", "thresholds", "errors"):
+                out.pop(key)
+        return out
+
+
+@dataclass
+class IterationInfo:
+    """Passed to the solver's callback after each iteration (``state`` is the exact state at ``step``)."""
+
+    iteration: int
+    step: int
+    steps: int
+    accepted: int
+    threshold: float
+    errors: list[float]
+    state: State
+    stats: SolverStats
+
+
+@dataclass
+class SolverResult:
+    """The exact state reached, its step, and the run's stats.
+
+    ``stats.status`` is ``done``, ``nan`` (a unit at an exact step returned NaN/Inf: ``state`` is the last
+    exact state before it) or ``interrupted`` (Ctrl-C: ``state`` is the last exact state).
+    """
+
+    state: State
+    step: int
+    stats: SolverStats
+    threshold: float | None
+
+
+def _finite(d: Drift) -> bool:
+    if not d:
+        return True
+    return bool(torch.stack([torch.isfinite(v).all() for v in d.values()]).all())
+
+
+class PicardSolver:
+    """Runs a :class:`Process` for ``steps`` steps with a sliding Picard window."""
+
+    def __init__(
+        self,
+        process: Process,
+        config: SolverConfig | None = None,
+        executor: Executor | None = None,
+        callback: Callable[[IterationInfo], None] | None = None,
+    ) -> None:
+        self.process = process
+        self.config = config or SolverConfig()
+        self.executor = executor or Executor()
+        self.callback = callback
+        self.threshold = AdaptiveThreshold(
+            self.config.threshold, self.config.adaptive, self.config.ema, self.config.aggregate
+        )
+
+    # -- validation -------------------------------------------------------------------------------
+    def _check_initial(self, x0: State) -> None:
+        if not isinstance(x0, dict) or not all(isinstance(v, torch.Tensor) for v in x0.values()):
+            raise PicardError("the initial state must be a dict of name -> torch.Tensor")
+        missing = [k for k in self.process.param_keys if k not in x0]
+        if missing:
+            raise PicardError(f"the state lacks parameter(s) {missing} named by the process's param_keys")
+        try:
+            d0 = self.process.distance(x0, x0)
+        except Exception as err:
+            raise PicardError(
+                f"distance() cannot compare the initial state with itself ({type(err).__name__}: {err}); "
+                "make the state's keys and shapes agree with the distance function"
+            ) from err
+        if not isinstance(d0, float | int) or not math.isfinite(d0) or d0 != 0:
+            raise PicardError(f"distance(x0, x0) must be 0.0, got {d0!r}: check the distance function")
+
+    def _distance(self, rolled: State, guess: State, t: int) -> float:
+        if shapes_of(rolled) != shapes_of(guess):
+            return math.inf
+        try:
+            return float(self.process.distance(rolled, guess))
+        except Exception as err:
+            raise PicardError(
+                f"distance() failed comparing the guess for step {t} with the rollout "
+                f"({type(err).__name__}: {err})"
+            ) from err
+
+    def _update(self, x: State, d: Drift, t: int, check_inplace: bool) -> tuple[State, IndexMap | None]:
+        versions = {k: v._version for k, v in x.items()} if check_inplace else None
+        result = as_updated(self.process.update(x, d, t))
+        if versions is not None:
+            changed = [k for k, v in x.items() if v._version != versions[k]]
+            if changed:
+                raise PicardError(
+                    f"update() modified its input state in place (keys {changed[:3]}): return new tensors"
+                )
+        return result.state, (result.index_map or None)
+
+    # -- the iteration ----------------------------------------------------------------------------
+    def run(self, x0: State, steps: int, start: int = 0) -> SolverResult:
+        """Advance the exact state ``x0`` at step ``start`` to step ``steps``."""
+        if not isinstance(steps, int) or steps < 0:
+            raise PicardError(f"steps must be an integer >= 0, got {steps!r}")
+        if not 0 <= start <= steps:
+            raise PicardError(f"start must be in [0, steps], got {start} for {steps} steps")
+        self._check_initial(x0)
+        stats = SolverStats(steps=steps, start=start)
+        p = self.config.window
+        self.executor.bind(self.process)
+        comm0 = self.executor.comm_seconds
+        exact = clone_state(x0)
+        b = start
+        guesses: list[State] = [exact]
+        last_drift: Drift | None = None
+        t_wall = time.perf_counter()
+        try:
+            while b < steps:
+                n = min(p, steps - b)
+                t0 = time.perf_counter()
+                guesses = self._fill(guesses, n, b, last_drift)
+                t1 = time.perf_counter()
+                drifts = self.executor.evaluate(self.process, guesses[:n], list(range(b, b + n)))
+                t2 = time.perf_counter()
+                stats.units_s += t2 - t1
+                stats.unit_evals += n
+                rolled, errors, bad_at, maps = self._rollout(guesses, drifts, b, check=stats.iterations == 0)
+                t3 = time.perf_counter()
+                stats.rollout_s += t3 - t2
+                thr = self.threshold.current(errors)
+                accepted = len(rolled) - 1
+                for j, e in enumerate(errors, start=1):
+                    if e > thr:
+                        accepted = j
+                        break
+                if bad_at is not None and bad_at <= accepted:
+                    # the unit at an exact step returned NaN/Inf: the sequential run fails here too
+                    exact, b = rolled[bad_at], b + bad_at
+                    stats.accepted.append(bad_at)
+                    stats.iterations += 1
+                    stats.status = "nan"
+                    break
+                self.threshold.observe(errors)
+                stats.iterations += 1
+                stats.accepted.append(accepted)
+                stats.thresholds.append(thr)
+                stats.errors.append(errors)
+                exact = rolled[accepted]
+                last_drift = drifts[len(rolled) - 2] if len(rolled) >= 2 else None
+                guesses = self._slide(guesses, rolled, accepted, maps)
+                b += accepted
+                stats.bookkeeping_s += (t1 - t0) + (time.perf_counter() - t3)
+                if stats.iterations > steps - start + 1:  # cannot happen: progress >= 1 per iteration
+                    raise RuntimeError("Picard solver exceeded its iteration cap")
+                if self.callback is not None:
+                    self.callback(
+                        IterationInfo(stats.iterations, b, steps, accepted, thr, errors, exact, stats)
+                    )
+            else:
+                stats.status = "done"
+        except KeyboardInterrupt:
+            stats.status = "interrupted"
+        stats.wall_s = time.perf_counter() - t_wall
+        stats.comm_s = self.executor.comm_seconds - comm0
+        return SolverResult(exact, b, stats, self.threshold.value)
+
+    def _rollout(
+        self, guesses: list[State], drifts: list[Drift], b: int, check: bool
+    ) -> tuple[list[State], list[float], int | None, list[tuple[State, State, IndexMap]]]:
+        """Roll out from the exact ``guesses[0]``; stop at a non-finite drift or a misfit guess."""
+        rolled = [guesses[0]]
+        errors: list[float] = []
+        maps: list[tuple[State, State, IndexMap]] = []
+        for j, d in enumerate(drifts):
+            if j > 0:
+                e = self._distance(rolled[j], guesses[j], b + j)
+                errors.append(e)
+                if e == math.inf:
+                    return rolled, errors, None, maps
+            if not _finite(d):
+                return rolled, errors, j, maps
+            nxt, index_map = self._update(rolled[j], d, b + j, check and j == 0)
+            if index_map:
+                maps.append((rolled[j], nxt, index_map))
+            rolled.append(nxt)
+        return rolled, errors, None, maps
+
+    @staticmethod
+    def _slide(
+        guesses: list[State], rolled: list[State], accepted: int, maps: list[tuple[State, State, IndexMap]]
+    ) -> list[State]:
+        """Next window's guesses: the rollout from the new start on, then old guesses carried through maps."""
+        new = rolled[accepted:]
+        for g in guesses[len(rolled) :]:
+            for before, after, index_map in maps:
+                if shapes_of(g) == shapes_of(before):
+                    g = map_rows(g, before, after, index_map)
+            new.append(g)
+        return new
+
+    def _fill(self, guesses: list[State], n: int, b: int, last_drift: Drift | None) -> list[State]:
+        """Extend the guesses to ``n`` slots (copy the last one, or extrapolate with the last drift)."""
+        guesses = guesses[:n]
+        while len(guesses) < n:
+            prev = guesses[-1]
+            if self.config.init == "extrapolate" and last_drift is not None:
+                t = b + len(guesses) - 1
+                try:
+                    nxt, index_map = self._update(prev, last_drift, t, False)
+                except Exception:  # a drift that no longer fits the structure: fall back to a copy
+                    nxt, index_map = prev, None
+                guesses.append(prev if index_map else nxt)
+            else:
+                guesses.append(prev)
+        return guesses
+
+
+def run_sequential(
+    process: Process,
+    x0: State,
+    steps: int,
+    start: int = 0,
+    callback: Callable[[IterationInfo], None] | None = None,
+) -> SolverResult:
+    """The baseline: one unit after another (a window of 1)."""
+    return PicardSolver(
+        process, SolverConfig(window=1, threshold=0.0, adaptive=False), callback=callback
+    ).run(x0, steps, start)
