@@ -22,7 +22,7 @@ class ParamGroup:
 
     names: tuple[str, ...]
     lr: float | None = None
-    schedule: Schedule | None = None
+    schedule: Schedule | Mapping[str, Any] | str | None = None
     weight_decay: float | None = None
     betas: tuple[float, float] | None = None
     eps: float | None = None

@@ -18,9 +18,10 @@ from .errors import OptimConfigError
 from .functional import adam_update, sgd_update
 from .groups import ParamGroup, first_match
 from .schedules import Schedule, make_schedule
-from .state import STEP, is_optim_key, managed_params, merge_state, split_state, state_key
+from .state import STEP, is_optim_key, merge_state, split_state, state_key
 
 Hyper = dict[str, Any]
+_FLOAT_KEYS = {"lr", "weight_decay", "eps", "momentum", "dampening"}
 
 
 class Optimizer:
@@ -63,14 +64,16 @@ class Optimizer:
         return overrides
 
     def _resolve(self, hyper: Hyper, where: str) -> Hyper:
-        lr = hyper["lr"]
-        if not isinstance(lr, int | float) or lr < 0:
-            raise OptimConfigError(f"{self.name} {where}: lr must be a number >= 0, got {lr!r}")
-        hyper["lr"] = float(lr)
-        if hyper.get("weight_decay", 0.0) < 0:
-            raise OptimConfigError(
-                f"{self.name} {where}: weight_decay must be >= 0, got {hyper['weight_decay']}"
-            )
+        for key in _FLOAT_KEYS & set(hyper):
+            try:
+                hyper[key] = float(hyper[key])
+            except (TypeError, ValueError):
+                raise OptimConfigError(
+                    f"{self.name} {where}: {key} must be a number, got {hyper[key]!r}"
+                ) from None
+        for key in ("lr", "weight_decay", "eps", "momentum"):
+            if key in hyper and not hyper[key] >= 0:
+                raise OptimConfigError(f"{self.name} {where}: {key} must be >= 0, got {hyper[key]}")
         self._validate(hyper, where)
         return hyper
 
@@ -206,10 +209,6 @@ class Optimizer:
         """A combined flat state: copies of ``params`` plus fresh optimizer state."""
         return merge_state({k: v.detach().clone() for k, v in params.items()}, self.init(params))
 
-    def managed(self, x: Mapping[str, Tensor]) -> list[str]:
-        """Parameters of a combined state that this kind of state layout marks as optimized."""
-        return managed_params(x)
-
 
 def _check_betas(betas: Any, where: str, name: str) -> tuple[float, float]:
     try:
@@ -228,8 +227,6 @@ class SGD(Optimizer):
     defaults: ClassVar[Hyper] = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
 
     def _validate(self, hyper: Hyper, where: str) -> None:
-        if hyper["momentum"] < 0:
-            raise OptimConfigError(f"sgd {where}: momentum must be >= 0, got {hyper['momentum']}")
         if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise OptimConfigError(f"sgd {where}: nesterov needs momentum > 0 and dampening 0")
 
@@ -260,8 +257,6 @@ class Adam(Optimizer):
 
     def _validate(self, hyper: Hyper, where: str) -> None:
         hyper["betas"] = _check_betas(hyper["betas"], where, self.name)
-        if hyper["eps"] < 0:
-            raise OptimConfigError(f"{self.name} {where}: eps must be >= 0, got {hyper['eps']}")
 
     def slots(self, name: str) -> tuple[str, ...]:
         base = ("exp_avg", "exp_avg_sq")

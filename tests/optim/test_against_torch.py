@@ -20,7 +20,14 @@ CASES = {
         SGD,
         {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3, "schedule": LINEAR},
         [
-            {"names": ["enc.*"], "lr": 0.1, "momentum": 0.5, "dampening": 0.0, "nesterov": True, "schedule": COSINE},
+            {
+                "names": ["enc.*"],
+                "lr": 0.1,
+                "momentum": 0.5,
+                "dampening": 0.0,
+                "nesterov": True,
+                "schedule": COSINE,
+            },
             {"names": ["net.w"], "momentum": 0.0, "weight_decay": 0.0, "schedule": EXPONENTIAL},
         ],
     ),
