@@ -146,13 +146,17 @@ def project_gaussians(
     with torch.no_grad():
         opac = opacities.detach()[None].expand_as(z)
         ok = ok & (opac >= ALPHA_THRESHOLD)
-        extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp_max(MAX_EXTEND)
+        extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp_max(
+            MAX_EXTEND
+        )
         rx = torch.ceil(extend * torch.sqrt(a.detach().clamp_min(0)))
         ry = torch.ceil(extend * torch.sqrt(c.detach().clamp_min(0)))
         u_, v_ = u.detach(), v.detach()
         inside = (u_ + rx > 0) & (u_ - rx < width) & (v_ + ry > 0) & (v_ - ry < height)
         ok = ok & inside & ((rx > 0) | (ry > 0))
-        radii = torch.where(ok[..., None], torch.stack([rx, ry], dim=-1), torch.zeros_like(means2d)).to(torch.int32)
+        radii = torch.where(ok[..., None], torch.stack([rx, ry], dim=-1), torch.zeros_like(means2d)).to(
+            torch.int32
+        )
     return Projected(means2d, conics, z, radii)
 
 
@@ -162,7 +166,9 @@ def project_gaussians(
 def _pairs(box_lo: Tensor, box_w: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Enumerate pixels of boxes: (instance index, pixel x, pixel y) per pair."""
     total = int(counts.sum())
-    inst = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts, output_size=total)
+    inst = torch.repeat_interleave(
+        torch.arange(counts.shape[0], device=counts.device), counts, output_size=total
+    )
     starts = torch.cumsum(counts, 0) - counts
     off = torch.arange(total, device=counts.device) - starts[inst]
     w = box_w[inst]
@@ -315,7 +321,12 @@ def gsplat_available() -> bool:
 
 
 def _render_torch(
-    params: dict[str, Tensor], cameras: Cameras, height: int, width: int, color_mode: str, opts: dict[str, Any]
+    params: dict[str, Tensor],
+    cameras: Cameras,
+    height: int,
+    width: int,
+    color_mode: str,
+    opts: dict[str, Any],
 ) -> dict[str, Tensor]:
     act = activate(params)
     viewmats, ks = camera_matrices(cameras.to(act.means.device), height, width)
@@ -325,14 +336,17 @@ def _render_torch(
         near_plane=opts["near_plane"], far_plane=opts["far_plane"], eps2d=opts["eps2d"],
     )  # fmt: skip
     colors = gaussian_colors(params, cameras.position.to(act.means), color_mode)
-    rgb, alpha, depth_acc = composite(
-        proj, colors, act.opacities, height, width, max_pairs=opts["max_pairs"]
-    )
+    rgb, alpha, depth_acc = composite(proj, colors, act.opacities, height, width, max_pairs=opts["max_pairs"])
     return {"rgb": rgb, "alpha": alpha, "depth_acc": depth_acc, "means2d": proj.means2d, "radii": proj.radii}
 
 
 def _render_gsplat(
-    params: dict[str, Tensor], cameras: Cameras, height: int, width: int, color_mode: str, opts: dict[str, Any]
+    params: dict[str, Tensor],
+    cameras: Cameras,
+    height: int,
+    width: int,
+    color_mode: str,
+    opts: dict[str, Any],
 ) -> dict[str, Tensor]:
     from gsplat import rasterization  # imported lazily: CUDA-only dependency
 
@@ -389,7 +403,9 @@ def rasterize_gaussians(
     slots, slotted, stacked = _split_slots(params)
     cams = list(cameras) if isinstance(cameras, Sequence) else [cameras] * len(slots)
     if len(cams) != len(slots):
-        raise GaussianError(f"got {len(cams)} camera batches for {len(slots)} slots; pass one per slot or one")
+        raise GaussianError(
+            f"got {len(cams)} camera batches for {len(slots)} slots; pass one per slot or one"
+        )
     bgs = list(background) if isinstance(background, (list, tuple)) else [background] * len(slots)
     if len(bgs) != len(slots):
         raise GaussianError(f"got {len(bgs)} backgrounds for {len(slots)} slots; pass one per slot or one")
@@ -410,7 +426,9 @@ def rasterize_gaussians(
         outs.append(out)
     if not slotted:
         return outs[0]
-    result: dict[str, Tensor | list[Tensor]] = {k: torch.stack([o[k] for o in outs]) for k in ("rgb", "alpha", "depth")}
+    result: dict[str, Tensor | list[Tensor]] = {
+        k: torch.stack([o[k] for o in outs]) for k in ("rgb", "alpha", "depth")
+    }
     for k in ("means2d", "radii"):
         result[k] = torch.stack([o[k] for o in outs]) if stacked else [o[k] for o in outs]
     return result
@@ -436,9 +454,7 @@ def random_scene(
     return {k: v.to(device) for k, v in state.items()}, cams.to(device)
 
 
-def compare_backends(
-    n: int = 2000, size: int = 128, seed: int = 0, device: str = "cuda"
-) -> dict[str, float]:
+def compare_backends(n: int = 2000, size: int = 128, seed: int = 0, device: str = "cuda") -> dict[str, float]:
     """Render :func:`random_scene` with both backends; differences of images and gradients."""
     state, cams = random_scene(n, seed, device=device)
     gen = torch.Generator().manual_seed(seed + 1)

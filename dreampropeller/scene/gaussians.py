@@ -72,11 +72,19 @@ def check_gaussians(state: dict[str, Tensor], *, slots: bool = False) -> int:
     if len(lead) > (1 if slots else 0):
         raise GaussianError(f"{MEANS} has shape {tuple(state[MEANS].shape)}; expected [N, 3] or [P, N, 3]")
     n = state[MEANS].shape[-2]
-    expected = {MEANS: (n, 3), SCALES: (n, 3), QUATS: (n, 4), OPACITIES: (n,), COLORS: (n, 3), SH_REST: (n, 3, 3)}
+    expected = {
+        MEANS: (n, 3),
+        SCALES: (n, 3),
+        QUATS: (n, 4),
+        OPACITIES: (n,),
+        COLORS: (n, 3),
+        SH_REST: (n, 3, 3),
+    }
     for key, shape in expected.items():
         if key in state and tuple(state[key].shape) != tuple(lead) + shape:
             raise GaussianError(
-                f"{key} has shape {tuple(state[key].shape)}, expected {tuple(lead) + shape} (N={n} from {MEANS})"
+                f"{key} has shape {tuple(state[key].shape)}, expected {tuple(lead) + shape} "
+                f"(N={n} from {MEANS})"
             )
     return int(n)
 
@@ -141,7 +149,9 @@ def gaussian_colors(state: dict[str, Tensor], camera_positions: Tensor, color_mo
         return torch.sigmoid(colors)[None].expand(b, -1, -1)
     rgb = SH_C0 * colors[None] + 0.5  # [1, N, 3]
     if SH_REST in state:
-        dirs = torch.nn.functional.normalize(state[MEANS][None] - camera_positions[:, None], dim=-1)  # [B, N, 3]
+        dirs = torch.nn.functional.normalize(
+            state[MEANS][None] - camera_positions[:, None], dim=-1
+        )  # [B, N, 3]
         x, y, z = dirs[..., 0:1], dirs[..., 1:2], dirs[..., 2:3]
         sh = state[SH_REST]  # [N, 3 coefficients, 3 channels]
         rgb = rgb + SH_C1 * (-y * sh[None, :, 0] + z * sh[None, :, 1] - x * sh[None, :, 2])
