@@ -506,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     if not gsplat_available():
-        print("gsplat check needs CUDA and the gsplat package; neither is optional for it", file=sys.stderr)
+        print("the check needs a CUDA device and the gsplat package (a GPU machine)", file=sys.stderr)
         return 2
     report = compare_backends(args.n, args.size, args.seed)
     for key, value in report.items():
