@@ -1,0 +1,64 @@
+"""Adapters from a NeRF parameter set to the generic exporters (density / colour / render functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from dreampropeller.scene.cameras import Cameras
+from dreampropeller.scene.nerf import NeRFConfig, nerf_field, stack_params
+from dreampropeller.scene.volume import render_cameras
+
+
+def _slotted(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One parameter set (state layout, no slot dim) -> P = 1 slotted dict."""
+    return stack_params([{k: v.detach() for k, v in params.items()}])
+
+
+def nerf_density_fn(
+    params: Mapping[str, torch.Tensor], cfg: NeRFConfig, active_levels: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``points [N, 3] -> density [N]`` of one NeRF parameter set (no slot dimension)."""
+    slotted = _slotted(params)
+    device = slotted["geometry.encoding"].device
+    return lambda pts: nerf_field(slotted, pts.to(device)[None], cfg, active_levels)[0][0]
+
+
+def nerf_color_fn(
+    params: Mapping[str, torch.Tensor], cfg: NeRFConfig, active_levels: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``points [N, 3] -> albedo [N, 3]`` of one NeRF parameter set (no slot dimension)."""
+    slotted = _slotted(params)
+    device = slotted["geometry.encoding"].device
+    return lambda pts: nerf_field(slotted, pts.to(device)[None], cfg, active_levels)[1][0]
+
+
+def nerf_render_fn(
+    params: Mapping[str, torch.Tensor],
+    cfg: NeRFConfig,
+    height: int,
+    width: int,
+    num_samples: int = 64,
+    shading: str = "albedo",
+    active_levels: int | None = None,
+    ray_chunk: int = 16384,
+) -> Callable[[Cameras], torch.Tensor]:
+    """``cameras -> rgb [B, H, W, 3]`` of one NeRF parameter set (bin-centre samples, no randomness)."""
+    slotted = _slotted(params)
+
+    def render(cameras: Cameras) -> torch.Tensor:
+        out = render_cameras(
+            slotted,
+            cameras,
+            height,
+            width,
+            cfg,
+            num_samples=num_samples,
+            shading=shading,
+            active_levels=active_levels,
+            ray_chunk=ray_chunk,
+        )
+        return out["rgb"][0]
+
+    return render
