@@ -79,14 +79,16 @@ def _move(x: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.T
 class DevicesExecutor(Executor):
     """One worker thread per torch device, each with its own replica of the process's static parts.
 
-    Slot ``i`` of a window goes to device ``i % k``; a device with several slots evaluates them with
-    ``unit_batch`` when the process has one. Drifts come back on the states' device.
+    Slot ``i`` of a window goes to device ``i % k``; with ``batch=True`` a device with several slots
+    evaluates them with ``unit_batch`` (faster, equal within float rounding), else one by one (bit
+    exact). Drifts come back on the states' device.
     """
 
     name = "devices"
 
-    def __init__(self, devices: Sequence[torch.device | str]) -> None:
+    def __init__(self, devices: Sequence[torch.device | str], batch: bool = False) -> None:
         super().__init__()
+        self.batch = batch
         if not devices:
             raise ValueError("the devices executor needs at least one device (e.g. cuda:0,cuda:1 or cpu,cpu)")
         self.devices = [torch.device(d) for d in devices]
@@ -113,7 +115,7 @@ class DevicesExecutor(Executor):
         comm = time.perf_counter() - t0
         drifts = (
             replica.unit_batch(moved, ts)
-            if len(moved) > 1 and replica.has_unit_batch
+            if self.batch and len(moved) > 1 and replica.has_unit_batch
             else [replica.unit(x, t) for x, t in zip(moved, ts, strict=True)]
         )
         t1 = time.perf_counter()

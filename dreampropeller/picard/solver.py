@@ -41,6 +41,7 @@ from dreampropeller.picard.process import (
 from dreampropeller.picard.threshold import AGGREGATES, AdaptiveThreshold
 
 INITS = ("copy", "extrapolate")
+SCALES = ("none", "step")
 
 
 @dataclass
@@ -53,6 +54,8 @@ class SolverConfig:
     ema: float = 0.9
     aggregate: str = "middle"
     init: str = "copy"
+    scale: str = "step"
+    max_threshold: float = math.inf
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int) or self.window < 1:
@@ -65,6 +68,8 @@ class SolverConfig:
             raise PicardError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.init not in INITS:
             raise PicardError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.scale not in SCALES:
+            raise PicardError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.threshold is None and not self.adaptive:
             raise PicardError("a fixed threshold (adaptive=False) needs a threshold value, e.g. 0")
 
@@ -154,7 +159,11 @@ class PicardSolver:
         self.executor = executor or Executor()
         self.callback = callback
         self.threshold = AdaptiveThreshold(
-            self.config.threshold, self.config.adaptive, self.config.ema, self.config.aggregate
+            self.config.threshold,
+            self.config.adaptive,
+            self.config.ema,
+            self.config.aggregate,
+            self.config.max_threshold,
         )
 
     # -- validation -------------------------------------------------------------------------------
@@ -184,6 +193,21 @@ class PicardSolver:
                 f"distance() failed comparing the guess for step {t} with the rollout "
                 f"({type(err).__name__}: {err})"
             ) from err
+
+    def _scaled(self, errors: list[float], rolled: list[State]) -> list[float]:
+        """Errors in units of the exact first step's squared length (``scale="step"``), or as measured.
+
+        Only the first rolled-out step is exact; speculative steps can be arbitrarily large (a guess
+        far off), so they must not set the scale.
+        """
+        if self.config.scale == "none" or not errors or len(rolled) < 2:
+            return errors
+        if shapes_of(rolled[0]) != shapes_of(rolled[1]):
+            return errors
+        step2 = float(self.process.distance(rolled[1], rolled[0]))
+        if math.isfinite(step2) and step2 > 0:
+            return [e / step2 for e in errors]
+        return [0.0 if e == 0 else math.inf for e in errors]
 
     def _update(self, x: State, d: Drift, t: int, check_inplace: bool) -> tuple[State, IndexMap | None]:
         versions = {k: v._version for k, v in x.items()} if check_inplace else None
@@ -226,13 +250,14 @@ class PicardSolver:
                 rolled, errors, bad_at, maps = self._rollout(guesses, drifts, b, check=stats.iterations == 0)
                 t3 = time.perf_counter()
                 stats.rollout_s += t3 - t2
+                errors = self._scaled(errors, rolled)
                 thr = self.threshold.current(errors)
                 accepted = len(rolled) - 1
                 for j, e in enumerate(errors, start=1):
                     if e > thr:
                         accepted = j
                         break
-                if bad_at is not None and bad_at <= accepted:
+                if bad_at is not None and all(e <= thr for e in errors[:bad_at]):
                     # the unit at an exact step returned NaN/Inf: the sequential run fails here too
                     exact, b = rolled[bad_at], b + bad_at
                     stats.accepted.append(bad_at)

@@ -45,6 +45,7 @@ class AdaptiveThreshold:
     adaptive: bool = True
     ema: float = 0.9
     rule: str = "middle"
+    maximum: float = math.inf
 
     def __post_init__(self) -> None:
         if self.value is not None and (not math.isfinite(self.value) or self.value < 0):
@@ -60,7 +61,7 @@ class AdaptiveThreshold:
         """The threshold to judge ``errors`` with (initializes an automatic start value)."""
         if self.value is None:
             agg = aggregate_errors(errors, self.rule)
-            self.value = agg if agg is not None else 0.0
+            self.value = min(agg, self.maximum) if agg is not None else 0.0
         return self.value
 
     def observe(self, errors: Sequence[float]) -> None:
@@ -70,4 +71,5 @@ class AdaptiveThreshold:
         agg = aggregate_errors(errors, self.rule)
         if agg is None:
             return
-        self.value = agg if self.value is None else self.ema * self.value + (1.0 - self.ema) * agg
+        value = agg if self.value is None else self.ema * self.value + (1.0 - self.ema) * agg
+        self.value = min(value, self.maximum)

@@ -1,0 +1,1 @@
+"""Benchmarks: problems and side-by-side runs that print measured ratios."""

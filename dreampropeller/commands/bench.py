@@ -1,0 +1,62 @@
+"""`dreampropeller bench ...`: benchmarks that print ratios measured side by side in one process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _picard(args: argparse.Namespace) -> int:
+    from dreampropeller.bench.picard import DEFAULT_PROBLEMS, bench_problem, format_table
+    from dreampropeller.bench.problems import PROBLEMS
+    from dreampropeller.picard.executors import make_executor
+
+    names = args.problems.split(",") if args.problems else list(DEFAULT_PROBLEMS)
+    unknown = [n for n in names if n not in PROBLEMS]
+    if unknown:
+        raise ValueError(f"unknown problem(s) {unknown}: choose from {', '.join(PROBLEMS)}")
+    if args.window < 1:
+        raise ValueError(f"--window must be >= 1, got {args.window}")
+    windows = [int(w) for w in args.windows.split(",")]
+    config = {"init": args.init, "aggregate": args.aggregate, "scale": args.scale}
+    if args.threshold is not None:
+        config.update(threshold=args.threshold, adaptive=not args.fixed)
+    executor = make_executor(args.executor, args.devices.split(",") if args.devices else None)
+    results = []
+    for name in names:
+        print(f"[bench picard] {name} ...", file=sys.stderr, flush=True)
+        results.append(
+            bench_problem(name, args.window, config, executor, args.steps, windows, not args.no_exact)
+        )
+    executor.close()
+    print(format_table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"problems": results, "config": config}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `bench` and its subcommands."""
+    bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios)")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+    p = bsub.add_parser("picard", help="Picard engine on optimization problems: sequential vs propelled")
+    p.add_argument("--json", help="write results to this JSON file")
+    p.add_argument("--problems", help="comma-separated: quadratic,mlp,nonconvex,growing,mlp-sgd")
+    p.add_argument("--window", type=int, default=8)
+    p.add_argument("--windows", default="2,4,8,16", help="windows of the rounds-speedup table")
+    p.add_argument("--steps", type=int, default=None, help="override each problem's step count")
+    p.add_argument("--threshold", type=float, default=None, help="start threshold (default: automatic)")
+    p.add_argument("--fixed", action="store_true", help="keep the threshold fixed (no adaptation)")
+    p.add_argument("--aggregate", default="middle", choices=["mean", "median", "middle"])
+    p.add_argument("--init", default="copy", choices=["copy", "extrapolate"])
+    p.add_argument("--scale", default="step", choices=["step", "none"])
+    p.add_argument(
+        "--executor", default="sequential", choices=["sequential", "batched", "devices", "distributed"]
+    )
+    p.add_argument("--devices", help="comma-separated torch devices for --executor devices")
+    p.add_argument("--no-exact", action="store_true", help="skip the threshold-0 exactness run")
+    p.set_defaults(func=_picard)

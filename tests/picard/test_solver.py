@@ -1,0 +1,220 @@
+"""The solver: exactness at threshold 0, progress, structure changes, bad input, NaN handling."""
+
+import math
+
+import pytest
+import torch
+
+from dreampropeller.bench.picard import states_equal
+from dreampropeller.bench.problems import GrowingFourier, make_problem
+from dreampropeller.picard.executors import BatchedExecutor, DevicesExecutor, Executor
+from dreampropeller.picard.process import PicardError, Process
+from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
+
+STEPS = 40
+
+
+def plain_loop(process, x, steps):
+    """The reference: the textbook sequential loop, independent of the solver."""
+    from dreampropeller.picard.process import as_updated
+
+    for t in range(steps):
+        x = as_updated(process.update(x, process.unit(x, t), t)).state
+    return x
+
+
+@pytest.fixture
+def single_thread():
+    """CPU BLAS picks its blocking by how many threads it gets; concurrent worker threads get fewer,
+    which changes float summation order. Bit-exact comparisons therefore run single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def exact_config(window):
+    return SolverConfig(window=window, threshold=0.0, adaptive=False)
+
+
+def small_problem(name):
+    if name == "growing":
+        p = GrowingFourier(every=7)
+        return p, p.initial_state(p.init)
+    pr = make_problem(name)
+    return pr.process, pr.x0
+
+
+@pytest.mark.parametrize("name", ["quadratic", "mlp", "nonconvex", "growing", "mlp-sgd"])
+@pytest.mark.parametrize("window", [1, 2, 7, 8, STEPS + 5])
+@pytest.mark.parametrize("executor", ["sequential", "devices"])
+def test_zero_threshold_is_bit_exact(name, window, executor, single_thread):
+    process, x0 = small_problem(name)
+    ref = plain_loop(process, dict(x0), STEPS)
+    ex = Executor() if executor == "sequential" else DevicesExecutor(["cpu", "cpu"])
+    result = PicardSolver(process, exact_config(window), executor=ex).run(x0, STEPS)
+    ex.close()
+    assert result.step == STEPS and result.stats.status == "done"
+    # parameters AND optimizer state (moments, step counts): the Adam-aliasing regression test
+    assert states_equal(result.state, ref)
+    assert any(k.startswith(("optim/exp_avg/", "optim/momentum_buffer/")) for k in ref)
+    if name == "growing":
+        assert ref["coef"].shape[0] == 4 + 4 * (STEPS // 7)
+
+
+@pytest.mark.parametrize("name", ["quadratic", "mlp", "growing"])
+def test_batched_executor_matches_within_rounding(name):
+    process, x0 = small_problem(name)
+    ref = plain_loop(process, dict(x0), STEPS)
+    assert process.has_unit_batch
+    result = PicardSolver(process, exact_config(8), executor=BatchedExecutor()).run(x0, STEPS)
+    for k in ref:
+        assert result.state[k].shape == ref[k].shape
+        scale = ref[k].abs().max().clamp_min(1e-12)
+        assert float((result.state[k] - ref[k]).abs().max() / scale) <= 1e-5, k
+
+
+def test_progress_and_iteration_cap():
+    process, x0 = small_problem("mlp")
+    result = PicardSolver(process, SolverConfig(window=8)).run(x0, STEPS)
+    assert all(a >= 1 for a in result.stats.accepted)
+    assert sum(result.stats.accepted) == STEPS
+    assert result.stats.iterations <= STEPS
+    assert result.stats.unit_evals <= 8 * result.stats.iterations
+    # zero threshold: a step is accepted only where its guess was bit-identical to the rollout
+    exact = PicardSolver(process, exact_config(4)).run(x0, STEPS)
+    assert STEPS / 4 <= exact.stats.iterations <= STEPS
+    for row, accepted in zip(exact.stats.errors, exact.stats.accepted, strict=True):
+        assert all(e == 0.0 for e in row[: accepted - 1])
+
+
+def test_adaptive_threshold_speeds_up_and_stays_close():
+    process, x0 = small_problem("nonconvex")
+    seq = run_sequential(process, x0, 400)
+    prop = PicardSolver(process, SolverConfig(window=8)).run(x0, 400)
+    assert prop.stats.rounds_speedup > 4.0
+    assert abs(process.objective(prop.state, 0) / process.objective(seq.state, 0) - 1) < 0.01
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_tiny_horizons(steps):
+    process, x0 = small_problem("quadratic")
+    ref = plain_loop(process, dict(x0), steps)
+    result = PicardSolver(process, SolverConfig(window=8)).run(x0, steps)
+    assert result.step == steps and result.stats.iterations == steps
+    assert states_equal(result.state, ref)
+
+
+def test_window_one_is_sequential():
+    process, x0 = small_problem("mlp")
+    result = PicardSolver(process, SolverConfig(window=1)).run(x0, STEPS)
+    assert result.stats.iterations == STEPS and result.stats.unit_evals == STEPS
+    assert states_equal(result.state, plain_loop(process, dict(x0), STEPS))
+
+
+def test_resume_from_a_middle_step_equals_one_run():
+    process, x0 = small_problem("growing")
+    first = PicardSolver(process, exact_config(8)).run(x0, 20)
+    rest = PicardSolver(process, exact_config(8)).run(first.state, STEPS, start=20)
+    assert states_equal(rest.state, plain_loop(process, dict(x0), STEPS))
+
+
+def test_structure_change_inside_window_with_adaptive_threshold():
+    process, x0 = small_problem("growing")
+    result = PicardSolver(process, SolverConfig(window=8)).run(x0, STEPS)
+    ref = plain_loop(process, dict(x0), STEPS)
+    assert result.state["coef"].shape == ref["coef"].shape
+    assert result.state["optim/exp_avg/coef"].shape == ref["coef"].shape
+    # a guess that no longer fits the structure counts as an infinite error
+    assert any(math.isinf(e) for row in result.stats.errors for e in row)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"window": 0}, "window"),
+        ({"threshold": -1.0}, "threshold"),
+        ({"ema": 1.0}, "ema"),
+        ({"ema": -0.1}, "ema"),
+        ({"aggregate": "max"}, "aggregate"),
+        ({"init": "zeros"}, "init"),
+        ({"threshold": None, "adaptive": False}, "fixed"),
+    ],
+)
+def test_bad_config_is_a_clear_error(kwargs, match):
+    with pytest.raises(PicardError, match=match):
+        SolverConfig(**kwargs)
+
+
+def test_bad_steps_and_state():
+    process, x0 = small_problem("quadratic")
+    solver = PicardSolver(process, SolverConfig())
+    with pytest.raises(PicardError, match="steps"):
+        solver.run(x0, -1)
+    with pytest.raises(PicardError, match="lacks parameter"):
+        solver.run({k: v for k, v in x0.items() if k != "x"}, 5)
+
+
+class ShapeMismatchDistance(Process):
+    param_keys = ("w",)
+
+    def distance(self, a, b):
+        return float((a["w"] - b["w"].reshape(2, 3)).square().mean())
+
+    def unit(self, x, t):
+        return {"w": torch.ones_like(x["w"])}
+
+    def update(self, x, d, t):
+        return {"w": x["w"] - 0.1 * d["w"]}
+
+
+def test_state_shape_disagreeing_with_distance_is_named():
+    with pytest.raises(PicardError, match="distance"):
+        PicardSolver(ShapeMismatchDistance(), SolverConfig()).run({"w": torch.zeros(4)}, 3)
+
+
+class NanAt(Process):
+    """x <- x - 0.1 * (x - 1); the unit returns NaN once x's step counter reaches ``bad``."""
+
+    param_keys = ("x",)
+
+    def __init__(self, bad):
+        self.bad = bad
+
+    def unit(self, x, t):
+        g = x["x"] - 1.0
+        return {"x": g * float("nan") if t >= self.bad else g}
+
+    def update(self, x, d, t):
+        return {"x": x["x"] - 0.1 * d["x"], "n": x["n"] + 1}
+
+
+@pytest.mark.parametrize("window", [1, 3, 8])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_nan_stops_with_last_exact_state(window, adaptive):
+    process = NanAt(bad=10)
+    x0 = {"x": torch.zeros(3), "n": torch.zeros(())}
+    config = SolverConfig(window=window) if adaptive else exact_config(window)
+    result = PicardSolver(process, config).run(x0, 30)
+    assert result.stats.status == "nan"
+    assert result.step == 10
+    assert torch.isfinite(result.state["x"]).all()
+    assert int(result.state["n"]) == 10
+    if not adaptive:
+        assert states_equal(result.state, plain_loop(process, dict(x0), 10))
+
+
+class InPlace(Process):
+    param_keys = ("x",)
+
+    def unit(self, x, t):
+        return {"x": torch.ones_like(x["x"])}
+
+    def update(self, x, d, t):
+        x["x"].sub_(d["x"])
+        return x
+
+
+def test_in_place_update_is_refused():
+    with pytest.raises(PicardError, match="in place"):
+        PicardSolver(InPlace(), SolverConfig()).run({"x": torch.zeros(2)}, 3)
