@@ -50,8 +50,9 @@ class NeRFConfig:
     blob_radius: float = 0.5
     # the object lives in [-radius, radius]^3; rays are sampled inside the sphere of this radius
     radius: float = 1.0
-    # normals: central differences (6 density probes), forward differences (3), or autograd
-    normal_mode: str = "forward_difference"
+    # normals: autograd through the forward (measured fastest on the CPU), central differences (6
+    # density probes) or forward differences (3)
+    normal_mode: str = "analytic"
     normal_eps: float = 0.01
     # background
     background: str = "solid"
