@@ -129,13 +129,16 @@ class SolverResult:
     """The exact state reached, its step, and the run's stats.
 
     ``stats.status`` is ``done``, ``nan`` (a unit at an exact step returned NaN/Inf: ``state`` is the last
-    exact state before it) or ``interrupted`` (Ctrl-C: ``state`` is the last exact state).
+    exact state before it), ``interrupted`` (Ctrl-C: ``state`` is the last exact state) or ``fault``
+    (the executor raised an exception marked ``resumable``, e.g. a lost rank: ``state`` is the last
+    exact state and ``fault`` the message; resume with ``run(state, steps, start=step)``).
     """
 
     state: State
     step: int
     stats: SolverStats
     threshold: float | None
+    fault: str | None = None
 
 
 def _finite(d: Drift) -> bool:
@@ -236,6 +239,7 @@ class PicardSolver:
         b = start
         guesses: list[State] = [exact]
         last_drift: Drift | None = None
+        fault: str | None = None
         t_wall = time.perf_counter()
         try:
             while b < steps:
@@ -284,9 +288,15 @@ class PicardSolver:
                 stats.status = "done"
         except KeyboardInterrupt:
             stats.status = "interrupted"
+        except Exception as err:
+            if not getattr(err, "resumable", False):
+                raise
+            # an executor fault (a lost rank): the last exact state is intact and resumable
+            stats.status = "fault"
+            fault = f"{type(err).__name__}: {err}"
         stats.wall_s = time.perf_counter() - t_wall
         stats.comm_s = self.executor.comm_seconds - comm0
-        return SolverResult(exact, b, stats, self.threshold.value)
+        return SolverResult(exact, b, stats, self.threshold.value, fault)
 
     def _rollout(
         self, guesses: list[State], drifts: list[Drift], b: int, check: bool
