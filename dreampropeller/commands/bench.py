@@ -24,18 +24,33 @@ def _picard(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         config.update(threshold=args.threshold, adaptive=not args.fixed)
     executor = make_executor(args.executor, args.devices.split(",") if args.devices else None)
+    if getattr(executor, "rank", 0) > 0:  # a torchrun worker of --executor distributed: serve rank 0
+        from dreampropeller.bench.problems import make_problem
+
+        return executor.serve_all(make_problem(n, steps=args.steps).process for n in names)
     results = []
-    for name in names:
-        print(f"[bench picard] {name} ...", file=sys.stderr, flush=True)
-        results.append(
-            bench_problem(name, args.window, config, executor, args.steps, windows, not args.no_exact)
-        )
-    executor.close()
+    try:
+        for name in names:
+            print(f"[bench picard] {name} ...", file=sys.stderr, flush=True)
+            results.append(
+                bench_problem(name, args.window, config, executor, args.steps, windows, not args.no_exact)
+            )
+    finally:
+        executor.close()
+    for r in results:  # communication per Picard iteration and its share of the propelled wall clock
+        comm = r["wall_split_propelled"]["comm_s"]
+        r["comm_s_per_iteration"] = comm / max(r["iterations"], 1)
+        r["comm_share_of_wall"] = comm / r["wall_s_propelled"] if r["wall_s_propelled"] else 0.0
     print(format_table(results))
+    report = executor.report() if hasattr(executor, "report") else None
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"problems": results, "config": config}, indent=2))
+        payload = {"problems": results, "config": config, "executor": report or {"executor": args.executor}}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
+    if report and report.get("fault"):
+        print(f"dreampropeller: {report['fault']}", file=sys.stderr)
+        return 1
     return 0
 
 
