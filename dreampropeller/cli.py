@@ -31,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch to the subcommand's ``func(args)``, map user errors to exit code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # positional prompt / key=value overrides may follow options: hand them to commands that take items
+        if not hasattr(args, "items") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.items = [*args.items, *extra]
     try:
         code = args.func(args)
     except KeyboardInterrupt:
