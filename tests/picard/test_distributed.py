@@ -182,6 +182,45 @@ def raise_main(rank: int, port: int, args: dict) -> dict | None:
     return {"message": message, "after": states_equal(res.state, ref)}
 
 
+def tiny_text_to_3d():
+    """A text-to-3D process small enough for a test (random tiny prior, seeded the same on every rank)."""
+    from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig
+    from dreampropeller.scene.nerf import NeRFConfig
+    from dreampropeller.systems.text_to_3d import RenderConfig, TextTo3D, TextTo3DConfig
+
+    torch.manual_seed(0)
+    prior = TinyPrior(TinyPriorConfig(channels=(16, 32, 32), text_dim=32, pooled_dim=32))
+    cfg = TextTo3DConfig(
+        prompt="a red cube",
+        steps=10,
+        render=RenderConfig(height=16, width=16, batch_size=1, num_samples=16),
+        nerf=NeRFConfig(n_levels=4, log2_hashmap_size=10, finest_resolution=64),
+    )
+    return TextTo3D(cfg, prior)
+
+
+def text_to_3d_main(rank: int, port: int, args: dict) -> dict | None:
+    ex = _enter(rank, 2, port, 30)
+    proc = tiny_text_to_3d()  # every rank builds (and loads) its own prior once
+    if rank > 0:
+        return {"code": ex.serve_all([proc])}
+    x0 = proc.initial_state()
+    cfg = SolverConfig(window=4, threshold=0.0, adaptive=False)
+    res = PicardSolver(proc, cfg, executor=ex).run(x0, 10)
+    report = ex.report()
+    ex.close()
+    seq = run_sequential(proc, x0, 10)
+    _, param_bytes = distributed.layout_of({k: x0[k] for k in proc.param_keys})
+    _, state_bytes = distributed.layout_of(x0)
+    return {
+        "equal": states_equal(res.state, seq.state),
+        "status": res.stats.status,
+        "report": report,
+        "param_bytes": param_bytes,
+        "state_bytes": state_bytes,
+    }
+
+
 def lost_main(rank: int, port: int, args: dict) -> dict | None:
     ex = _enter(rank, 2, port, 20)
     proc, x0 = small_problem("quadratic")
@@ -205,6 +244,17 @@ def test_zero_threshold_equals_sequential_bit_for_bit(tmp_path, window, include_
     assert report["backend"] == "gloo" and report["world_size"] == 2
     assert report["computing_ranks"] == ([0, 1] if include_rank0 else [1])
     assert report["bytes_sent"] > 0 and report["bytes_received"] > 0 and report["comm_s"] > 0
+
+
+def test_tiny_text_to_3d_run_equals_sequential_bit_for_bit(tmp_path):
+    pytest.importorskip("dreampropeller.systems.text_to_3d")
+    codes, (r0, r1) = launch("text_to_3d_main", tmp_path, {})
+    assert codes == [0, 0] and r1 == {"code": 0}
+    assert r0["equal"] is True and r0["status"] == "done"
+    # each state sent is exactly its parameters (the Adam moments stay on rank 0)
+    sent = r0["report"]["bytes_sent"]
+    assert sent > 0 and sent % r0["param_bytes"] == 0 and r0["param_bytes"] < r0["state_bytes"] / 2
+    assert r0["report"]["bytes_received"] > 0
 
 
 def test_killed_worker_stops_with_the_last_exact_state_and_resumes(tmp_path):
