@@ -46,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     resume: bool = False
+    safe: bool = False  # CUDA without bf16 autocast, channels-last, fused AdamW or cuDNN autotuning
 
     def resolved_device(self) -> torch.device:
         """The device to train on ("auto": CUDA when present)."""
@@ -81,6 +82,7 @@ class Trainer:
         self.cfg, self.log = cfg, log
         self.device = cfg.resolved_device()
         cuda = self.device.type == "cuda"
+        self.fast = cuda and not cfg.safe
         self.batch = cfg.batch or (512 if cuda else 32)
         if self.batch < 1:
             raise ValueError(f"--batch must be positive, got {self.batch}")
@@ -90,9 +92,9 @@ class Trainer:
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = self.fast
         self.prior = TinyPrior(TinyPriorConfig()).to(self.device).train()
-        if cuda:
+        if self.fast:
             self.prior.unet.to(memory_format=torch.channels_last)
         params = [p for p in self.prior.parameters() if p.requires_grad]
         self.params = params
@@ -101,7 +103,7 @@ class Trainer:
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
             betas=(0.9, 0.99),
-            **({"fused": True} if cuda else {}),
+            **({"fused": True} if self.fast else {}),
         )
         self.ema = [p.detach().clone().float() for p in params]
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -136,9 +138,9 @@ class Trainer:
         t = torch.randint(0, self.prior.num_train_timesteps, (b,), generator=gen, device=dev)
         noise = torch.randn(x0.shape, generator=gen, device=dev)
         noisy = self.prior.add_noise(x0, noise, t)
-        if dev.type == "cuda":
+        if self.fast:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.fast):
             cond = self.prior.condition(tokens)
             labels = torch.cat([cond["pooled"], cam], -1)
             pred = self.prior.unet(

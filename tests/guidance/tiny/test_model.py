@@ -46,7 +46,9 @@ def test_encode_images_resizes_differentiably(prior):
     assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     x.sum().backward()
     assert rgb.grad is not None and rgb.grad.abs().sum() > 0
-    assert torch.allclose(prior.decode(prior.encode_images(torch.full((1, 3, 32, 32), 0.25))), torch.tensor(0.25))
+    assert torch.allclose(
+        prior.decode(prior.encode_images(torch.full((1, 3, 32, 32), 0.25))), torch.tensor(0.25)
+    )
 
 
 def test_save_load_round_trip(prior, tmp_path):
@@ -68,8 +70,12 @@ def test_missing_weights_error_is_clear(tmp_path):
 def test_ddim_sampler_is_deterministic_and_bounded(prior):
     cam = torch.tensor([[15.0, 0.0, 1.8], [15.0, 90.0, 1.8]])
     kw = dict(steps=3, guidance_scale=3.0)
-    a = ddim_sample(prior, ["a red cube", "a blue sphere"], cam, generator=torch.Generator().manual_seed(0), **kw)
-    b = ddim_sample(prior, ["a red cube", "a blue sphere"], cam, generator=torch.Generator().manual_seed(0), **kw)
+    a = ddim_sample(
+        prior, ["a red cube", "a blue sphere"], cam, generator=torch.Generator().manual_seed(0), **kw
+    )
+    b = ddim_sample(
+        prior, ["a red cube", "a blue sphere"], cam, generator=torch.Generator().manual_seed(0), **kw
+    )
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
     assert ddim_timesteps(1000, 4).tolist() == [999, 666, 333, 0]

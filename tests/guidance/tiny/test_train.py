@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from dreampropeller.guidance.tiny.data import allowed_combos, build_pool, draw_batch
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, HELD_OUT, SHAPE_NAMES
 from dreampropeller.guidance.tiny.model import TinyPrior
-from dreampropeller.guidance.tiny.train import Trainer, TrainConfig, lr_factor
+from dreampropeller.guidance.tiny.train import TrainConfig, Trainer, lr_factor
 
 
 def _cfg(out, **kw):
@@ -26,8 +26,13 @@ def test_three_step_training_exports_loadable_weights_deterministically(tmp_path
     info = json.loads(path.with_suffix(".json").read_text())["info"]
     assert info["steps"] == 3 and info["seed"] == 0 and info["device"] == "cpu"
     prior = TinyPrior.load(path)
-    assert prior.predict_noise(torch.zeros(1, 3, 32, 32), torch.tensor([5]), prior.encode_text(["a red cube"])).shape == (
-        1, 3, 32, 32,
+    assert prior.predict_noise(
+        torch.zeros(1, 3, 32, 32), torch.tensor([5]), prior.encode_text(["a red cube"])
+    ).shape == (
+        1,
+        3,
+        32,
+        32,
     )
 
 
@@ -52,7 +57,9 @@ def test_training_batches_exclude_held_out_and_have_white_background():
     pool = build_pool(4, seed=0)
     allowed = allowed_combos(include_held_out=False)
     batch = draw_batch(pool, 512, torch.Generator().manual_seed(0), allowed)
-    pairs = {(SHAPE_NAMES[s], COLOUR_NAMES[c]) for s, c in zip(batch.shape_ids.tolist(), batch.colour_ids.tolist())}
+    pairs = {
+        (SHAPE_NAMES[s], COLOUR_NAMES[c]) for s, c in zip(batch.shape_ids.tolist(), batch.colour_ids.tolist())
+    }
     assert not pairs & set(HELD_OUT)
     assert len(pairs) > 30
     assert torch.allclose(batch.rgb[:, :, 0, 0], torch.ones(512, 3))
