@@ -246,6 +246,7 @@ def test_zero_threshold_equals_sequential_bit_for_bit(tmp_path, window, include_
     assert report["bytes_sent"] > 0 and report["bytes_received"] > 0 and report["comm_s"] > 0
 
 
+@pytest.mark.slow  # ~18 s: two ranks each build a prior
 def test_tiny_text_to_3d_run_equals_sequential_bit_for_bit(tmp_path):
     pytest.importorskip("dreampropeller.systems.text_to_3d")
     codes, (r0, r1) = launch("text_to_3d_main", tmp_path, {})
