@@ -28,6 +28,7 @@ from dreampropeller.scene.nerf import NeRFConfig, init_nerf_params, sample_backg
 from dreampropeller.scene.regularizers import opacity_sparsity, orientation_loss, z_variance
 from dreampropeller.scene.shading import ShadingConfig, choose_shading, sample_light_positions
 from dreampropeller.scene.volume import render_cameras
+from dreampropeller.systems.gaussian_config import GaussianConfig, ImageConfig
 
 
 @dataclass
@@ -128,6 +129,8 @@ class TextTo3DConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     picard: PicardConfig = field(default_factory=PicardConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    gaussians: GaussianConfig = field(default_factory=GaussianConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
 
 
 class TextTo3D(Process):
