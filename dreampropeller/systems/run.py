@@ -105,7 +105,13 @@ def prepare_output(out: Path, overwrite: bool) -> None:
 
 def make_process(cfg: TextTo3DConfig, device: torch.device) -> TextTo3D:
     """Load the prior and build the process (prompt encoded once)."""
+    if cfg.guidance not in ("sds", "vsd"):
+        raise ConfigError(f"guidance must be sds or vsd, got {cfg.guidance!r}")
     prior = load_prior(cfg.prior, cfg.prior_path, device)
+    if cfg.guidance == "vsd":
+        from dreampropeller.systems.vsd import TextTo3DVSD
+
+        return TextTo3DVSD(cfg, prior, device)
     return TextTo3D(cfg, prior, device)
 
 

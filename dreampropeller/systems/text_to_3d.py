@@ -20,6 +20,7 @@ import torch
 from dreampropeller.guidance.prior import DiffusionPrior, cat_conditions
 from dreampropeller.guidance.prompts import PromptConfig, PromptProcessor
 from dreampropeller.guidance.sds import SDSConfig, draw_sds, scheduled_value, sds_gradient, sds_surrogate
+from dreampropeller.guidance.vsd import VSDConfig
 from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
@@ -111,6 +112,7 @@ class TextTo3DConfig:
     representation: str = "nerf"
     prior: str = "tiny"
     prior_path: str | None = None
+    guidance: str = "sds"  # sds, or vsd (ProlificDreamer: dreampropeller.systems.vsd)
     device: str = "auto"
     render: RenderConfig = field(default_factory=RenderConfig)
     camera: CameraSampler = field(
@@ -129,6 +131,7 @@ class TextTo3DConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     picard: PicardConfig = field(default_factory=PicardConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    vsd: VSDConfig = field(default_factory=VSDConfig)
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
 
