@@ -24,6 +24,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag, None)
         if value is not None:
             out.append(f"{key}={value}")
+    if getattr(args, "image", None):
+        out.append(f"image.path={Path(args.image).expanduser().resolve()}")
     if args.threshold is not None and args.fixed_threshold:
         out.append("picard.adaptive=false")
     return out
@@ -51,7 +53,7 @@ def _generate(args: argparse.Namespace) -> int:
             raise ConfigError(f"give one prompt in quotes, got {len(words)} words: {' '.join(words)!r}")
         if not args.out:
             raise ConfigError("--out DIR is required (where the run is written)")
-        if not words or not words[0].strip():
+        if (not words or not words[0].strip()) and not args.image:
             raise ConfigError('the prompt is empty: give a text such as "a red cube"')
         out = Path(args.out)
         files = list(args.config)
@@ -70,6 +72,8 @@ def _generate(args: argparse.Namespace) -> int:
     except RunError as err:
         print(f"dreampropeller: {err}", file=sys.stderr)
         return err.exit_code
+    if "rank" in metrics:  # a torchrun worker: rank 0 reports
+        return int(metrics["exit_code"])
     print(
         f"done: {out} ({metrics['steps']} steps, window {metrics['window']}, {metrics['iterations']} Picard "
         f"iterations, rounds speedup {metrics['rounds_speedup']:.2f}x, {metrics['wall_clock_s']:.1f}s)"
@@ -93,7 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", help="tiny (embedded default), sd, if")
     p.add_argument("--prior-path", help="local directory or hub id of the prior's weights")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--representation", help="nerf")
+    p.add_argument("--representation", choices=["nerf", "gaussians"], help="nerf (default) or gaussians")
+    p.add_argument(
+        "--image", metavar="PATH", help="image-to-3D: RGBA or RGB-on-white reference view (needs gaussians)"
+    )
     p.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

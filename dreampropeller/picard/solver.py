@@ -314,6 +314,8 @@ class PicardSolver:
             if not _finite(d):
                 return rolled, errors, j, maps
             nxt, index_map = self._update(rolled[j], d, b + j, check and j == 0)
+            if not _finite({k: nxt[k] for k in self.process.param_keys if k in nxt}):
+                return rolled, errors, j, maps  # the update diverged: rolled[j] is the last good state
             if index_map:
                 maps.append((rolled[j], nxt, index_map))
             rolled.append(nxt)

@@ -77,7 +77,7 @@ def merge_config(
         path = resolve_config_path(name)
         try:
             layers.append(OmegaConf.load(path))
-        except (OSError, OmegaConfBaseException, ValueError) as err:
+        except Exception as err:  # yaml.YAMLError, OSError, OmegaConf errors: all one line for the user
             raise ConfigError(f"cannot read config file {str(path)!r}: {str(err).splitlines()[0]}") from None
     if extra:
         layers.append(OmegaConf.create(dict(extra)))
@@ -111,6 +111,16 @@ def build(cls: type, data: Mapping[str, Any]) -> Any:
             kwargs[key] = build(type(default), value)
         elif isinstance(default, tuple) and isinstance(value, list):
             kwargs[key] = tuple(value)
+        elif isinstance(default, float) and not isinstance(default, bool) and isinstance(value, int | str):
+            try:
+                kwargs[key] = float(value)  # YAML reads "nan", "1e-3" without a dot as strings
+            except ValueError:
+                raise ConfigError(f"{cls.__name__}.{key} must be a number, got {value!r}") from None
+        elif isinstance(default, int) and not isinstance(default, bool) and isinstance(value, str):
+            try:
+                kwargs[key] = int(value)
+            except ValueError:
+                raise ConfigError(f"{cls.__name__}.{key} must be an integer, got {value!r}") from None
         else:
             kwargs[key] = value
     try:

@@ -31,7 +31,14 @@ from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.volume import render_cameras
 from dreampropeller.systems.checkpoint import load_checkpoint, save_checkpoint
 from dreampropeller.systems.config import ConfigError, build, to_dict
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
+from dreampropeller.systems.gaussian_run import (
+    check_gaussian_memory,
+    export_gaussian_run,
+    gaussian_assets,
+    make_gaussian_process,
+    validate_gaussian_run,
+)
+from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig, levels_at
 
 INCOMPLETE = "INCOMPLETE"
 CPU_WINDOW = 1  # measured: on 2 CPU cores a window's extra units cost more than batching saves (README)
@@ -82,12 +89,16 @@ def resolve_executor(cfg: TextTo3DConfig, device: torch.device) -> Executor:
 
 def validate(cfg: TextTo3DConfig) -> None:
     """Cheap checks before anything is loaded or written."""
-    if not cfg.prompt or not cfg.prompt.strip():
+    if (not cfg.prompt or not cfg.prompt.strip()) and not cfg.image.path:
         raise ConfigError("the prompt is empty: give a text such as 'a red cube'")
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {cfg.steps!r}")
-    if cfg.representation != "nerf":
-        raise ConfigError(f"representation {cfg.representation!r} is not available here: use nerf")
+    if cfg.representation not in ("nerf", "gaussians"):
+        raise ConfigError(f"representation {cfg.representation!r} is not available: use nerf or gaussians")
+    if cfg.image.path and cfg.representation != "gaussians":
+        raise ConfigError("image-to-3D (--image) needs --representation gaussians")
+    if cfg.representation == "gaussians":
+        validate_gaussian_run(cfg)
     for name in ("height", "width", "batch_size", "num_samples"):
         if int(getattr(cfg.render, name)) < 1:
             raise ConfigError(f"render.{name} must be >= 1, got {getattr(cfg.render, name)}")
@@ -108,6 +119,8 @@ def make_process(cfg: TextTo3DConfig, device: torch.device) -> TextTo3D:
     if cfg.guidance not in ("sds", "vsd"):
         raise ConfigError(f"guidance must be sds or vsd, got {cfg.guidance!r}")
     prior = load_prior(cfg.prior, cfg.prior_path, device)
+    if cfg.representation == "gaussians":
+        return make_gaussian_process(cfg, prior, device)
     if cfg.guidance == "vsd":
         from dreampropeller.systems.vsd import TextTo3DVSD
 
@@ -165,10 +178,15 @@ def run_text_to_3d(
     validate(cfg)
     device = resolve_device(cfg.device)
     window = resolve_window(cfg.picard.window, device)
+    if cfg.representation == "gaussians":
+        check_gaussian_memory(cfg, window, device)
+    executor = resolve_executor(cfg, device)  # first: under torchrun it picks this rank's GPU
+    if getattr(executor, "rank", 0) > 0:  # a distributed worker: evaluate units for rank 0, write nothing
+        process = make_process(cfg, device)
+        return {"rank": executor.rank, "exit_code": executor.serve_all([process])}
     if not resume:
         prepare_output(out, overwrite)
     process = make_process(cfg, device)
-    executor = resolve_executor(cfg, device)
     solver_cfg = SolverConfig(
         window=window,
         threshold=cfg.picard.threshold,
@@ -212,18 +230,28 @@ def run_text_to_3d(
             f"`dreampropeller generate --resume {out}`",
             130,
         )
+    if result.stats.status == "fault":
+        log(out, f"fault at step {result.step}: {result.fault}")
+        raise RunError(
+            f"{result.fault}; checkpoint of step {result.step} saved: resume with --resume {out}", 1
+        )
     if result.stats.status == "nan":
         log(out, f"NaN at step {result.step}")
         raise RunError(
-            f"a unit returned NaN/Inf at step {result.step}; stopped and kept the last good checkpoint "
+            f"NaN/Inf at step {result.step} (in its gradients or update); stopped and kept the last good checkpoint "
             f"(step {result.step}) in {out}. Lower the learning rate or the guidance scale.",
             1,
         )
     train_s = time.perf_counter() - t0
     metrics = run_metrics(cfg, result, window, executor.name, device, train_s)
+    if hasattr(executor, "report"):
+        metrics["executor_report"] = executor.report()
     if exports:
         t1 = time.perf_counter()
-        export_nerf(process, result.state, out, cfg)
+        if cfg.representation == "gaussians":
+            export_gaussian_run(result.state, out, cfg)
+        else:
+            export_nerf(process, result.state, out, cfg)
         metrics["wall_clock_split"]["export_s"] = round(time.perf_counter() - t1, 3)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / INCOMPLETE).unlink(missing_ok=True)
@@ -254,6 +282,8 @@ def run_metrics(
         "unit_evals": s.unit_evals,
         "rounds_speedup": round(s.rounds_speedup, 4),
         "wall_clock_s": round(train_s, 3),
+        "comm_s_per_iteration": round(s.comm_s / max(s.iterations, 1), 6),
+        "comm_share_of_wall": round(s.comm_s / train_s, 4) if train_s > 0 else 0.0,
         "wall_clock_split": {
             "units_s": round(s.units_s, 3),
             "rollout_s": round(s.rollout_s, 3),
@@ -305,16 +335,11 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[TextTo3
     return cfg, state, step
 
 
-def load_run_renderer(
-    run_dir: Path,
-) -> tuple[Callable[[Cameras], tuple[torch.Tensor, torch.Tensor]], str, Any]:
-    """``(render_fn, prompt, mesh)`` of a NeRF run for evaluation: render_fn(cameras) -> (rgb [B, 3, H, W]
-    on white, alpha [B, 1, H, W]); the mesh is re-extracted in the canonical z-up frame."""
-    cfg, state, step = load_run(run_dir)
-    params = {k: v for k, v in state.items() if not k.startswith("optim/")}
-    slotted = {k: v[None] for k, v in params.items()}
-    n_levels = cfg.nerf.n_levels
-    levels = n_levels if cfg.levels.every <= 0 else min(n_levels, cfg.levels.start + step // cfg.levels.every)
+def eval_renderer(
+    cfg: TextTo3DConfig, params: dict[str, torch.Tensor], levels: int
+) -> Callable[[Cameras], tuple[torch.Tensor, torch.Tensor]]:
+    """``render_fn(cameras) -> (rgb [B, 3, H, W] on white, alpha [B, 1, H, W])`` of one NeRF (no grad)."""
+    slotted = {k: v.detach()[None] for k, v in params.items()}
 
     def render_fn(cameras: Cameras, resolution: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -329,10 +354,13 @@ def load_run_renderer(
                 active_levels=levels,
                 ray_chunk=16384,
             )
-        rgb = out["rgb"][0].permute(0, 3, 1, 2)
-        alpha = out["opacity"][0].permute(0, 3, 1, 2)
-        return rgb, alpha
+        return out["rgb"][0].permute(0, 3, 1, 2), out["opacity"][0].permute(0, 3, 1, 2)
 
+    return render_fn
+
+
+def eval_mesh(cfg: TextTo3DConfig, params: dict[str, torch.Tensor], levels: int) -> tuple[Any, Any]:
+    """``(vertices, faces)`` of the NeRF's surface in the canonical z-up frame."""
     with torch.no_grad():
         mesh = extract_mesh(
             nerf_density_fn(params, cfg.nerf, levels),
@@ -341,4 +369,28 @@ def load_run_renderer(
             resolution=cfg.export.mesh_resolution,
             threshold=cfg.export.mesh_threshold,
         )
-    return render_fn, cfg.prompt, (mesh.vertices, mesh.faces)
+    return mesh.vertices, mesh.faces
+
+
+def state_assets(
+    process: TextTo3D, cfg: TextTo3DConfig, state: State, step: int
+) -> tuple[Callable[[Cameras], tuple[torch.Tensor, torch.Tensor]], tuple[Any, Any]]:
+    """``(render_fn, (vertices, faces))`` of a state, for evaluation (dispatch on the representation)."""
+    if cfg.representation == "gaussians":
+        return gaussian_assets(cfg, state)
+    params = {k: state[k] for k in process.param_keys}
+    levels = levels_at(cfg, step)
+    return eval_renderer(cfg, params, levels), eval_mesh(cfg, params, levels)
+
+
+def load_run_renderer(
+    run_dir: Path,
+) -> tuple[Callable[[Cameras], tuple[torch.Tensor, torch.Tensor]], str, Any]:
+    """``(render_fn, prompt, mesh)`` of a NeRF run for evaluation (mesh re-extracted z-up)."""
+    cfg, state, step = load_run(run_dir)
+    if cfg.representation == "gaussians":
+        render_fn, mesh = gaussian_assets(cfg, state)
+        return render_fn, cfg.prompt, mesh
+    params = {k: v for k, v in state.items() if not k.startswith("optim/")}
+    levels = levels_at(cfg, step)
+    return eval_renderer(cfg, params, levels), cfg.prompt, eval_mesh(cfg, params, levels)

@@ -136,6 +136,12 @@ class TextTo3DConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
 
 
+def levels_at(cfg: TextTo3DConfig, step: int) -> int:
+    """Hash-grid levels in use at ``step``: ``levels.start``, one more every ``levels.every`` steps."""
+    n = cfg.nerf.n_levels
+    return n if cfg.levels.every <= 0 else min(n, cfg.levels.start + step // cfg.levels.every)
+
+
 class TextTo3D(Process):
     """NeRF + SDS as a Picard process."""
 
@@ -160,11 +166,7 @@ class TextTo3D(Process):
 
     def active_levels(self, t: int) -> int:
         """Hash-grid levels in use at step ``t`` (progressive coarse-to-fine)."""
-        lv = self.cfg.levels
-        n = self.cfg.nerf.n_levels
-        if lv.every <= 0:
-            return n
-        return min(n, lv.start + t // lv.every)
+        return levels_at(self.cfg, t)
 
     # -- the unit ------------------------------------------------------------------------------
     def _draws(self, t: int) -> dict[str, Any]:
