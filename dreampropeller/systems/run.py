@@ -238,8 +238,8 @@ def run_text_to_3d(
     if result.stats.status == "nan":
         log(out, f"NaN at step {result.step}")
         raise RunError(
-            f"NaN/Inf at step {result.step} (in its gradients or update); stopped and kept the last good checkpoint "
-            f"(step {result.step}) in {out}. Lower the learning rate or the guidance scale.",
+            f"NaN/Inf at step {result.step} (in its gradients or update); stopped and kept the last good "
+            f"checkpoint (step {result.step}) in {out}. Lower the learning rate or the guidance scale.",
             1,
         )
     train_s = time.perf_counter() - t0
