@@ -248,6 +248,17 @@ def draw_lora(
     return {"t": t, "noise": noise, "keep": keep}
 
 
+def _lora_inputs(
+    prior: DiffusionPrior, latents: torch.Tensor, camera: torch.Tensor, draws: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noisy, t, noise, camera features with dropout)`` of the LoRA loss on detached ``latents``."""
+    dev = latents.device
+    x = latents.detach()
+    t, noise = draws["t"].to(dev), draws["noise"].to(x)
+    feats = camera_features(camera).to(dev) * draws["keep"].to(dev)[:, None]
+    return prior.add_noise(x, noise, t), t, noise, feats
+
+
 def lora_loss(
     prior: DiffusionPrior,
     latents: torch.Tensor,
@@ -256,11 +267,7 @@ def lora_loss(
     draws: Mapping[str, torch.Tensor],
 ) -> torch.Tensor:
     """Mean diffusion loss ``||eps_lora(x_t, t, camera) - noise||^2`` on detached ``latents``."""
-    dev = latents.device
-    x = latents.detach()
-    t, noise = draws["t"].to(dev), draws["noise"].to(x)
-    feats = camera_features(camera).to(dev) * draws["keep"].to(dev)[:, None]
-    noisy = prior.add_noise(x, noise, t)
+    noisy, t, noise, feats = _lora_inputs(prior, latents, camera, draws)
     with lora_active(prior, feats):
         eps = prior.predict_noise(noisy, t, cond)
     return (eps.float() - noise.float()).square().mean()
@@ -274,11 +281,11 @@ def lora_grads(
     draws: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """Gradients of :func:`lora_loss` w.r.t. the LoRA parameters (by name)."""
-    params = lora_parameters(prior)
-    with torch.enable_grad():
-        for p in params.values():
-            p.requires_grad_(True)
-        loss = lora_loss(prior, latents, cond, camera, draws)
+    noisy, t, noise, feats = _lora_inputs(prior, latents, camera, draws)
+    with torch.enable_grad(), lora_active(prior, feats):
+        params = lora_parameters(prior)
+        eps = prior.predict_noise(noisy, t, cond)
+        loss = (eps.float() - noise.float()).square().mean()
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {
         k: (torch.zeros_like(p) if g is None else g.detach())
