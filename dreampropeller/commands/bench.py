@@ -89,6 +89,27 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prior(args: argparse.Namespace) -> int:
+    from dreampropeller.bench.prior import bench_prior, format_prior_table
+
+    batches = [int(b) for b in args.batches.split(",")]
+    if any(b < 1 for b in batches) or args.repeats < 1:
+        raise ValueError(f"--batches and --repeats must be positive, got {args.batches!r}, {args.repeats}")
+    result = bench_prior(args.device, True if args.small else None, batches, args.repeats)
+    print(format_prior_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _vsd(args: argparse.Namespace) -> int:
+    from dreampropeller.bench.vsd_gpu import run
+
+    return run(args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bench` and its subcommands."""
     bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios)")
@@ -122,3 +143,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--representation", default=None, help="nerf (default) or gaussians")
     g.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     g.set_defaults(func=_generate)
+    p = bsub.add_parser("prior", help="SDS units/s of an SD-2.1-base-shaped prior per batch size")
+    p.add_argument("--json", help="write results to this JSON file")
+    p.add_argument("--small", action="store_true", help="a scaled-down model (the default on a CPU)")
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    p.add_argument("--batches", default="1,2,4,8,16", help="comma-separated batch sizes")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per batch size (median reported)")
+    p.set_defaults(func=_prior)
+    v = bsub.add_parser("vsd", help="VSD: propelled vs sequential wall clock (random SD-shaped prior)")
+    v.add_argument("--steps", type=int, default=200)
+    v.add_argument("--window", type=int, default=8)
+    v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="sd21-base on CUDA, else tiny")
+    v.add_argument("--device", help="default: cuda when available, else cpu")
+    v.add_argument("--modes", default="worker,synchronized", help="comma-separated LoRA modes")
+    v.add_argument("--threshold", type=float, default=50.0, help="start threshold (adaptive, mean)")
+    v.add_argument("--json", help="write the result to this JSON file")
+    v.set_defaults(func=_vsd)
