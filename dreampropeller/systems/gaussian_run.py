@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
+from dreampropeller.export.errors import ExportError
 from dreampropeller.export.gaussians import gaussian_fields, gaussian_render_fn, write_gaussian_ply
-from dreampropeller.export.mesh import extract_mesh, write_glb, write_obj
+from dreampropeller.export.mesh import extract_mesh, sample_grid, write_glb, write_obj
 from dreampropeller.export.video import write_turntable, write_views_png
 from dreampropeller.guidance.prior import DiffusionPrior
 from dreampropeller.picard.process import State
@@ -47,15 +48,18 @@ def check_gaussian_memory(cfg: TextTo3DConfig, window: int, device: torch.device
 def gaussian_mesh(cfg: TextTo3DConfig, state: State):
     """Marching cubes of the Gaussians' density field, with vertex colours."""
     density, color = gaussian_fields(state, cfg.gaussians.color_mode)
+    bound, res, level = cfg.gaussians.export_bound, cfg.export.mesh_resolution, cfg.export.mesh_threshold
     with torch.no_grad():
-        return extract_mesh(
-            density,
-            color,
-            bound=cfg.gaussians.export_bound,
-            resolution=cfg.export.mesh_resolution,
-            threshold=cfg.export.mesh_threshold,
-            chunk=16384,
-        )
+        try:
+            return extract_mesh(density, color, bound=bound, resolution=res, threshold=level, chunk=16384)
+        except ExportError:
+            if level != "auto":
+                raise
+        # a faint set never reaches 50% opacity: fall back to half its peak density
+        peak = float(sample_grid(density, bound, min(res, 32), chunk=16384).max())
+        if not peak > 0:
+            raise ExportError("the Gaussians have no density inside the export bound; nothing to mesh")
+        return extract_mesh(density, color, bound=bound, resolution=res, threshold=0.5 * peak, chunk=16384)
 
 
 def export_gaussian_run(state: State, out: Path, cfg: TextTo3DConfig) -> None:

@@ -1,0 +1,155 @@
+"""Image-to-3D with Gaussians: reference image loading, bad input, the reference loss, a full tiny run."""
+
+import json
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from dreampropeller.bench.picard import states_equal
+from dreampropeller.export.gaussians import read_gaussian_ply
+from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig
+from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
+from dreampropeller.scene.gaussians import MEANS
+from dreampropeller.systems.config import ConfigError, build, merge_config
+from dreampropeller.systems.image_to_3d import GaussianImageTo3D, ImageError, load_reference_image
+from dreampropeller.systems.run import load_run_renderer, run_text_to_3d
+from dreampropeller.systems.text_to_3d import TextTo3DConfig
+
+TINY = [
+    "representation=gaussians",
+    "render.height=16",
+    "render.width=16",
+    "render.batch_size=2",
+    "gaussians.num_points=120",
+    "gaussians.densify.start=1",
+    "gaussians.densify.interval=3",
+    "gaussians.densify.grad_threshold=1.0",
+    "gaussians.densify.max_count=1000",
+    "steps=6",
+    "export.turntable_views=4",
+    "export.video_size=16",
+    "export.mesh_resolution=24",
+]
+
+
+def disc_image(path, channels=4, size=24):
+    """A red disc: RGBA with alpha, or RGB on white."""
+    yy, xx = np.mgrid[:size, :size]
+    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    img = np.full((size, size, channels), 255, np.uint8)
+    img[inside, 1:3] = 0
+    if channels == 4:
+        img[..., 3] = np.where(inside, 255, 0)
+        img[~inside, :3] = 0  # colour under alpha 0 must not matter
+    imageio.imwrite(path, img)
+    return path
+
+
+def make_cfg(image, *overrides):
+    data = merge_config(
+        TextTo3DConfig(), overrides=[*TINY, f"image.path={image}", *overrides], free=["optimizer"]
+    )
+    return build(TextTo3DConfig, data)
+
+
+@pytest.fixture(scope="module")
+def prior_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("prior")
+    TinyPrior(TinyPriorConfig(channels=(16, 32, 32), text_dim=32, pooled_dim=32)).save(directory)
+    return directory
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_rgba_and_white_background_images_load_alike(tmp_path, channels):
+    rgb, mask = load_reference_image(disc_image(tmp_path / "a.png", channels), 16, 16)
+    assert rgb.shape == (16, 16, 3) and mask.shape == (16, 16, 1)
+    assert float(mask[8, 8]) == pytest.approx(1.0) and float(mask[0, 0]) == pytest.approx(0.0)
+    assert rgb[8, 8].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert rgb[0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0])  # background is white either way
+
+
+def test_bad_images_are_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    gray = tmp_path / "gray.png"
+    imageio.imwrite(gray, np.zeros((8, 8), np.uint8))
+    two = tmp_path / "two.png"
+    imageio.imwrite(two, np.zeros((8, 8, 2), np.uint8))
+    cases = [
+        (tmp_path / "missing.png", "not found"),
+        (bad, "cannot read image"),
+        (gray, "has 1 colour channels"),
+        (two, "has 2 colour channels"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ImageError, match=message) as err:
+            load_reference_image(path, 16, 16)
+        assert "\n" not in str(err.value) and ("RGB" in str(err.value) or "PNG" in str(err.value))
+
+
+def test_image_run_is_exact_through_densification(tmp_path, prior_dir):
+    cfg = make_cfg(disc_image(tmp_path / "disc.png"), "image.warmup=false")
+    proc = GaussianImageTo3D(cfg, TinyPrior.load(prior_dir))  # no prompt: unconditional guidance
+    x0 = proc.initial_state()
+    out = proc.unit(x0, 0)
+    assert float(out[MEANS].abs().sum()) > 0
+    seq = run_sequential(proc, x0, 6).state
+    prop = PicardSolver(proc, SolverConfig(window=4, threshold=0.0, adaptive=False)).run(x0, 6).state
+    assert states_equal(seq, prop)
+    assert seq[MEANS].shape[0] > x0[MEANS].shape[0]  # densified inside the windows
+
+
+def test_reference_loss_alone_fits_the_reference_view(tmp_path, prior_dir):
+    from dreampropeller.scene.gaussian_raster import rasterize_gaussians
+
+    cfg = make_cfg(
+        disc_image(tmp_path / "disc.png"),
+        "image.warmup=false",
+        "loss.lambda_sds=0",
+        "gaussians.optimizer={name: adam, lr: 0.05}",
+        "gaussians.densify.start=100",
+        "steps=30",
+    )
+    proc = GaussianImageTo3D(cfg, TinyPrior.load(prior_dir))
+
+    def ref_error(state):
+        params = {k: v for k, v in state.items() if k.startswith("gaussians.")}
+        r = rasterize_gaussians(params, proc.ref_camera, 16, 16, 1.0)
+        return float((r["rgb"][0] - proc.ref_rgb).square().mean())
+
+    x0 = proc.initial_state()
+    x = run_sequential(proc, x0, 30).state
+    assert ref_error(x) < 0.5 * ref_error(x0)
+
+
+def test_generate_gaussians_end_to_end(tmp_path, prior_dir):
+    image = disc_image(tmp_path / "disc.png")
+    cfg = make_cfg(image, "prompt=a red ball", f"prior_path={prior_dir}", "picard.window=3")
+    metrics = run_text_to_3d(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("gaussians.ply", "turntable.mp4", "views.png", "mesh.obj", "mesh.glb", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "INCOMPLETE").exists()
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 6 == metrics["steps"]
+    ply = read_gaussian_ply(run / "gaussians.ply")
+    assert list(ply)[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert list(ply)[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    render_fn, prompt, (_verts, faces) = load_run_renderer(run)
+    from dreampropeller.scene.cameras import turntable
+
+    rgb, alpha = render_fn(turntable(2), resolution=16)
+    assert rgb.shape == (2, 3, 16, 16) and alpha.shape == (2, 1, 16, 16)
+    assert float(alpha.max()) > 0.5 and prompt == "a red ball" and len(faces) > 0
+
+
+def test_image_run_config_errors(tmp_path):
+    from dreampropeller.systems.run import validate
+
+    with pytest.raises(ImageError, match="not found"):
+        validate(make_cfg(tmp_path / "nope.png"))
+    with pytest.raises(ConfigError, match="needs --representation gaussians"):
+        validate(make_cfg(disc_image(tmp_path / "d.png"), "representation=nerf"))
