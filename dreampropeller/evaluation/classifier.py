@@ -163,6 +163,7 @@ def train_classifier(
         "batch": batch,
         "seed": seed,
         "train_seconds": round(time.perf_counter() - start, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     model.config.info = report
     return model.requires_grad_(False), report
