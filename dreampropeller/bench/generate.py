@@ -24,6 +24,7 @@ from dreampropeller.picard.solver import PicardSolver, SolverConfig
 from dreampropeller.scene.cameras import turntable
 from dreampropeller.systems.config import build, merge_config
 from dreampropeller.systems.run import (
+    build_process,
     resolve_device,
     resolve_executor,
     resolve_window,
@@ -102,7 +103,7 @@ def bench_generate(
     runs = []
     for seed in seeds:
         cfg = dataclasses.replace(base, seed=int(seed))
-        process = TextTo3D(cfg, prior, device)
+        process = build_process(cfg, prior, device)
         print(f"[bench generate] seed {seed}: sequential ...", file=sys.stderr, flush=True)
         seq = _run(process, cfg, 1, "sequential", device)
         print(f"[bench generate] seed {seed}: propelled (window {window}) ...", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from dreampropeller.export.fields import nerf_color_fn, nerf_density_fn, nerf_render_fn
 from dreampropeller.export.mesh import extract_mesh, write_glb, write_obj
 from dreampropeller.export.video import write_turntable, write_views_png
+from dreampropeller.guidance.prior import DiffusionPrior
 from dreampropeller.guidance.registry import load_prior
 from dreampropeller.picard.executors import Executor, make_executor
 from dreampropeller.picard.process import State
@@ -114,11 +115,10 @@ def prepare_output(out: Path, overwrite: bool) -> None:
         )
 
 
-def make_process(cfg: TextTo3DConfig, device: torch.device) -> TextTo3D:
-    """Load the prior and build the process (prompt encoded once)."""
+def build_process(cfg: TextTo3DConfig, prior: DiffusionPrior, device: torch.device) -> TextTo3D:
+    """The run's process for a loaded prior: NeRF + SDS, NeRF + VSD, or Gaussians."""
     if cfg.guidance not in ("sds", "vsd"):
         raise ConfigError(f"guidance must be sds or vsd, got {cfg.guidance!r}")
-    prior = load_prior(cfg.prior, cfg.prior_path, device)
     if cfg.representation == "gaussians":
         return make_gaussian_process(cfg, prior, device)
     if cfg.guidance == "vsd":
@@ -126,6 +126,13 @@ def make_process(cfg: TextTo3DConfig, device: torch.device) -> TextTo3D:
 
         return TextTo3DVSD(cfg, prior, device)
     return TextTo3D(cfg, prior, device)
+
+
+def make_process(cfg: TextTo3DConfig, device: torch.device) -> TextTo3D:
+    """Load the prior and build the process (prompt encoded once)."""
+    if cfg.guidance not in ("sds", "vsd"):
+        raise ConfigError(f"guidance must be sds or vsd, got {cfg.guidance!r}")
+    return build_process(cfg, load_prior(cfg.prior, cfg.prior_path, device), device)
 
 
 @dataclass
