@@ -43,6 +43,7 @@ def nerf_render_fn(
     shading: str = "albedo",
     active_levels: int | None = None,
     ray_chunk: int = 16384,
+    occupancy: torch.Tensor | None = None,
 ) -> Callable[[Cameras], torch.Tensor]:
     """``cameras -> rgb [B, H, W, 3]`` of one NeRF parameter set (bin-centre samples, no randomness)."""
     slotted = _slotted(params)
@@ -58,6 +59,7 @@ def nerf_render_fn(
             shading=shading,
             active_levels=active_levels,
             ray_chunk=ray_chunk,
+            occupancy=occupancy,
         )
         return out["rgb"][0]
 

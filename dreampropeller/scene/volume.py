@@ -84,6 +84,7 @@ def render_rays(
     active_levels: int | None = None,
     need_normals: bool = False,
     ray_chunk: int | None = None,
+    occupancy: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render rays [P, R, 3] (unit directions) of every slot.
 
@@ -97,6 +98,10 @@ def render_rays(
     Returns rgb [P, R, 3], opacity [P, R, 1], depth [P, R, 1] (weighted distance, not normalized),
     normal [P, R, 3] (weighted sum of unit normals; zeros without normals), albedo [P, R, 3],
     weights / t [P, R, S], normals_samples [P, R, S, 3] (only with normals), rays_d [P, R, 3].
+
+    ``occupancy`` (a bool grid [G, G, G] over ``[-radius, radius]^3``, see :func:`occupancy_grid`)
+    skips empty space: the field is evaluated only at samples in occupied cells (density 0 elsewhere).
+    Meant for previews and exports; samples it skips get no gradient.
     """
     p = num_slots(params)
     if rays_o.dim() != 3 or rays_o.shape[0] != p or rays_o.shape[-1] != 3 or rays_d.shape != rays_o.shape:
@@ -135,11 +140,61 @@ def render_rays(
                 None if background_mask is None else background_mask[:, sl],
                 active_levels,
                 need_normals,
+                occupancy,
             )
         )
     if len(outs) == 1:
         return outs[0]
     return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}
+
+
+def occupancy_grid(density_fn, radius: float, resolution: int = 64, level: float = 0.01) -> torch.Tensor:
+    """Bool grid [G, G, G] of the cells of ``[-radius, radius]^3`` where ``density_fn(points [N, 3]) -> [N]``
+    exceeds ``level`` at the cell centre or any neighbour (dilated by one cell, so thin surfaces survive)."""
+    g = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution * 2 * radius - radius
+    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    with torch.no_grad():
+        dens = torch.cat([density_fn(c).float().cpu() for c in pts.split(65536)])
+    occ = (dens > level).reshape(1, 1, resolution, resolution, resolution).float()
+    return torch.nn.functional.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0
+
+
+def _sparse_field(
+    params: Mapping[str, torch.Tensor],
+    flat: torch.Tensor,
+    cfg: NeRFConfig,
+    active_levels: int | None,
+    with_normals: bool,
+    occupancy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The field at occupied samples only; zeros elsewhere (differentiable w.r.t. the evaluated samples).
+
+    ``occupancy`` is [G, G, G] shared by all slots or [P, G, G, G] per slot. Kept samples are packed to
+    the front of each slot (stable order) and padded to the largest count, so all slots still go
+    through the field in one batched call.
+    """
+    p, n, _ = flat.shape
+    occ = occupancy.to(flat.device).bool()
+    g = occ.shape[-1]
+    idx = ((flat.detach() + cfg.radius) / (2 * cfg.radius) * g).long().clamp(0, g - 1)
+    if occ.dim() == 3:
+        keep = occ[idx[..., 0], idx[..., 1], idx[..., 2]]  # [P, N]
+    else:
+        slot = torch.arange(p, device=flat.device)[:, None].expand(p, n)
+        keep = occ[slot, idx[..., 0], idx[..., 1], idx[..., 2]]
+    m = max(int(keep.sum(1).max()), 1)
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :m]  # kept samples first
+    valid = torch.gather(keep, 1, order).unsqueeze(-1).to(flat.dtype)  # [P, M, 1]
+    pts = torch.gather(flat, 1, order.unsqueeze(-1).expand(p, m, 3))
+    normals = None
+    if with_normals:
+        d, a, nrm = nerf_field_with_normals(params, pts, cfg, active_levels)
+        normals = flat.new_zeros(p, n, 3).scatter(1, order.unsqueeze(-1).expand(p, m, 3), nrm * valid)
+    else:
+        d, a = nerf_field(params, pts, cfg, active_levels)
+    density = flat.new_zeros(p, n).scatter(1, order, d * valid[..., 0])
+    albedo = flat.new_zeros(p, n, 3).scatter(1, order.unsqueeze(-1).expand(p, m, 3), a * valid)
+    return density, albedo, normals
 
 
 def _render_chunk(
@@ -155,6 +210,7 @@ def _render_chunk(
     background_mask: torch.Tensor | None,
     active_levels: int | None,
     need_normals: bool,
+    occupancy: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     p, r, s = jitter.shape
     near, far = ray_sphere(rays_o, rays_d, cfg.radius)  # [P, R]
@@ -165,12 +221,16 @@ def _render_chunk(
     points = rays_o.unsqueeze(2) + t.unsqueeze(-1) * rays_d.unsqueeze(2)  # [P, R, S, 3]
     flat = points.reshape(p, r * s, 3)
 
-    normals = None
-    if need_normals or needs_normals(codes):
+    with_normals = need_normals or needs_normals(codes)
+    if occupancy is not None:
+        density, albedo, normals = _sparse_field(params, flat, cfg, active_levels, with_normals, occupancy)
+    elif with_normals:
         density, albedo, normals = nerf_field_with_normals(params, flat, cfg, active_levels)
-        normals = normals.reshape(p, r, s, 3)
     else:
         density, albedo = nerf_field(params, flat, cfg, active_levels)
+        normals = None
+    if normals is not None:
+        normals = normals.reshape(p, r, s, 3)
     density = density.reshape(p, r, s)
     albedo = albedo.reshape(p, r, s, 3)
 
@@ -221,6 +281,7 @@ def render_cameras(
     active_levels: int | None = None,
     need_normals: bool = False,
     ray_chunk: int | None = None,
+    occupancy: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render ``B`` cameras per slot: one ``Cameras`` shared by all slots, or one per slot.
 
@@ -265,6 +326,7 @@ def render_cameras(
         active_levels=active_levels,
         need_normals=need_normals,
         ray_chunk=ray_chunk,
+        occupancy=occupancy,
     )
     for k in _IMAGE_KEYS:
         out[k] = out[k].reshape(p, b, height, width, -1)

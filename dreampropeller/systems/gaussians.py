@@ -174,6 +174,8 @@ def check_memory(cfg: TextTo3DConfig, window: int, device: torch.device, extra_v
 class GaussianTextTo3D(TextTo3D):
     """3D Gaussians + SDS as a Picard process (prompt processing and SDS shared with :class:`TextTo3D`)."""
 
+    unit_keys: tuple[str, ...] = ()  # no occupancy grid: a unit reads only the Gaussians
+
     def __init__(
         self, cfg: TextTo3DConfig, prior: DiffusionPrior, device: torch.device | str = "cpu"
     ) -> None:

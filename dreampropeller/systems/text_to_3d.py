@@ -25,10 +25,10 @@ from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.cameras import CameraSampler
-from dreampropeller.scene.nerf import NeRFConfig, init_nerf_params, sample_background_colors
+from dreampropeller.scene.nerf import NeRFConfig, init_nerf_params, nerf_density, sample_background_colors
 from dreampropeller.scene.regularizers import opacity_sparsity, orientation_loss, z_variance
 from dreampropeller.scene.shading import ShadingConfig, choose_shading, sample_light_positions
-from dreampropeller.scene.volume import render_cameras
+from dreampropeller.scene.volume import occupancy_grid, render_cameras
 from dreampropeller.systems.gaussian_config import GaussianConfig, ImageConfig
 
 
@@ -38,16 +38,31 @@ class RenderConfig:
 
     height: int = 32
     width: int = 32
-    batch_size: int = 4
-    num_samples: int = 48
+    batch_size: int = 2
+    num_samples: int = 32
 
 
 @dataclass
 class LevelsConfig:
     """Progressive hash-grid levels: ``start`` levels at first, one more every ``every`` steps."""
 
-    start: int = 8
+    start: int = 4
     every: int = 60
+
+
+@dataclass
+class OccupancyConfig:
+    """Empty-space skipping (as nerfacc's occupancy grid): samples in empty cells are not evaluated.
+
+    The grid is a buffer of the Picard state, recomputed from the density in ``update`` every
+    ``every`` steps from ``start`` on (deterministic, so rollouts replay it exactly).
+    """
+
+    enabled: bool = True
+    resolution: int = 32
+    every: int = 16
+    start: int = 32
+    level: float = 0.05
 
 
 @dataclass
@@ -120,7 +135,7 @@ class TextTo3DConfig:
             elevation_range=(-10.0, 60.0), distance_range=(1.5, 2.0), fovy_range=(40.0, 60.0)
         )
     )
-    nerf: NeRFConfig = field(default_factory=NeRFConfig)
+    nerf: NeRFConfig = field(default_factory=lambda: NeRFConfig(n_levels=8, finest_resolution=128))
     shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(ambient_only_steps=0))
     prompt_processing: PromptConfig = field(default_factory=PromptConfig)
     sds: SDSConfig = field(
@@ -128,12 +143,16 @@ class TextTo3DConfig:
     )
     optimizer: dict = field(default_factory=default_optimizer)
     levels: LevelsConfig = field(default_factory=LevelsConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     picard: PicardConfig = field(default_factory=PicardConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     vsd: VSDConfig = field(default_factory=VSDConfig)
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+
+
+OCCUPANCY = "occupancy.grid"
 
 
 def levels_at(cfg: TextTo3DConfig, step: int) -> int:
@@ -144,6 +163,11 @@ def levels_at(cfg: TextTo3DConfig, step: int) -> int:
 
 class TextTo3D(Process):
     """NeRF + SDS as a Picard process."""
+
+    @property
+    def unit_keys(self) -> tuple[str, ...]:
+        """Besides the parameters, what a unit reads (it travels to distributed workers)."""
+        return (OCCUPANCY,) if self.cfg.occupancy.enabled else ()
 
     def __init__(
         self, cfg: TextTo3DConfig, prior: DiffusionPrior, device: torch.device | str = "cpu"
@@ -162,7 +186,27 @@ class TextTo3D(Process):
     def initial_state(self) -> State:
         """Fresh NeRF parameters (seeded) and optimizer state on the run's device."""
         params = init_nerf_params(self.cfg.nerf, torch.Generator().manual_seed(self.seed))
-        return self.optimizer.init_state({k: v.to(self.device) for k, v in params.items()})
+        x = self.optimizer.init_state({k: v.to(self.device) for k, v in params.items()})
+        if self.cfg.occupancy.enabled:
+            g = self.cfg.occupancy.resolution
+            x[OCCUPANCY] = torch.ones(g, g, g, dtype=torch.uint8, device=self.device)
+        return x
+
+    def refresh_occupancy(self, x: State, t: int) -> State:
+        """Recompute the occupancy grid from the density after step ``t`` when it is due."""
+        oc = self.cfg.occupancy
+        if OCCUPANCY not in x or (t + 1) < oc.start or (t + 1) % oc.every != 0:
+            return x
+        slotted = {k: x[k].detach()[None] for k in self.param_keys}
+        levels = self.active_levels(t + 1)
+        with torch.no_grad():
+            grid = occupancy_grid(
+                lambda pts: nerf_density(slotted, pts.to(self.device)[None], self.cfg.nerf, levels)[0],
+                self.cfg.nerf.radius,
+                oc.resolution,
+                oc.level,
+            )
+        return {**x, OCCUPANCY: grid.to(device=x[OCCUPANCY].device, dtype=torch.uint8)}
 
     def active_levels(self, t: int) -> int:
         """Hash-grid levels in use at step ``t`` (progressive coarse-to-fine)."""
@@ -236,6 +280,7 @@ class TextTo3D(Process):
                     background_mask=torch.stack([draws[i]["bg_mask"] for i in idx]).to(dev),
                     active_levels=levels,
                     need_normals=need_normals,
+                    occupancy=torch.stack([xs[i][OCCUPANCY] for i in idx]) if OCCUPANCY in xs[0] else None,
                 )
                 reg = self._regularizers(out, [ts[i] for i in idx], need_normals)
                 for j, i in enumerate(idx):
@@ -302,7 +347,7 @@ class TextTo3D(Process):
 
     # -- the update ---------------------------------------------------------------------------
     def update(self, x: State, drift: Drift, t: int) -> State:
-        return self.optimizer.apply(x, drift, t)
+        return self.refresh_occupancy(self.optimizer.apply(x, drift, t), t)
 
     def replicate(self, device: torch.device) -> TextTo3D:
         clone = copy.copy(self)

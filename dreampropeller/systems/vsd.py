@@ -111,7 +111,7 @@ class TextTo3DVSD(TextTo3D):
         lora = {k: v for k, v in x.items() if is_lora_key(k)}
         out = self.optimizer.apply(nerf, {k: v for k, v in drift.items() if not k.startswith(LORA)}, t)
         out.update(self.lora_optimizer.apply(lora, {k: v for k, v in drift.items() if k.startswith(LORA)}, t))
-        return out
+        return self.refresh_occupancy(out, t)
 
     # -- the unit ------------------------------------------------------------------------------
     def unit_batch(self, xs: Sequence[State], ts: Sequence[int]) -> list[Drift]:

@@ -19,6 +19,9 @@ TINY_OVERRIDES = [
     "export.video_size=16",
     "export.video_samples=8",
     "export.mesh_resolution=24",
+    "occupancy.start=2",
+    "occupancy.every=2",
+    "occupancy.resolution=8",
 ]
 
 
