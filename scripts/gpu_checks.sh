@@ -10,12 +10,14 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" | tee -a "$OUT/gpu.txt"
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-600}
 echo "== bench generate (tiny prior, batched executor, window 8)"
-timeout "${T_GENERATE:-150}" python3 -m dreampropeller bench generate --prompt "a red cube" --steps "$STEPS" \
+timeout "${T_GENERATE:-140}" python3 -m dreampropeller bench generate --prompt "a red cube" --steps "$STEPS" \
   --window 8 --executor batched --json "$OUT/bench_generate_cuda.json" 2>&1 | tail -8
 echo "== bench prior (SD 2.1-base UNet, random weights, fp16)"
-timeout "${T_PRIOR:-90}" python3 -m dreampropeller bench prior --json "$OUT/bench_prior_cuda.json" 2>&1 | tail -12
-echo "== VSD propelled vs sequential (SD 2.1-base-shaped random models)"
-timeout "${T_VSD:-120}" python3 -m dreampropeller bench vsd --json "$OUT/bench_vsd_cuda.json" 2>&1 | tail -8
+timeout "${T_PRIOR:-70}" python3 -m dreampropeller bench prior --json "$OUT/bench_prior_cuda.json" 2>&1 | tail -12
+echo "== VSD propelled vs sequential (SD 2.1-base-shaped random models), authors' worker LoRA mode"
+timeout "${T_VSD:-70}" python3 -m dreampropeller bench vsd --steps 200 --modes worker --json "$OUT/bench_vsd_worker_cuda.json" 2>&1 | tail -6
+echo "== VSD synchronized LoRA mode"
+timeout "${T_VSD2:-60}" python3 -m dreampropeller bench vsd --steps 200 --modes synchronized --json "$OUT/bench_vsd_sync_cuda.json" 2>&1 | tail -6
 echo "== done"
