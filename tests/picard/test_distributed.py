@@ -210,7 +210,7 @@ def text_to_3d_main(rank: int, port: int, args: dict) -> dict | None:
     report = ex.report()
     ex.close()
     seq = run_sequential(proc, x0, 10)
-    _, param_bytes = distributed.layout_of({k: x0[k] for k in proc.param_keys})
+    _, param_bytes = distributed.layout_of({k: x0[k] for k in distributed.travelling_keys(proc, x0)})
     _, state_bytes = distributed.layout_of(x0)
     return {
         "equal": states_equal(res.state, seq.state),
@@ -252,7 +252,7 @@ def test_tiny_text_to_3d_run_equals_sequential_bit_for_bit(tmp_path):
     codes, (r0, r1) = launch("text_to_3d_main", tmp_path, {})
     assert codes == [0, 0] and r1 == {"code": 0}
     assert r0["equal"] is True and r0["status"] == "done"
-    # each state sent is exactly its parameters (the Adam moments stay on rank 0)
+    # each state sent is exactly what a unit reads: parameters + occupancy grid (Adam moments stay on rank 0)
     sent = r0["report"]["bytes_sent"]
     assert sent > 0 and sent % r0["param_bytes"] == 0 and r0["param_bytes"] < r0["state_bytes"] / 2
     assert r0["report"]["bytes_received"] > 0
