@@ -16,7 +16,9 @@ def _params(seed):
 def _render(params, occupancy, grad=False):
     cams = cameras_from_spherical(20.0, 30.0, 2.0, 50.0)
     with torch.set_grad_enabled(grad):
-        return render_cameras(params, cams, 12, 12, CFG, num_samples=16, shading="diffuse", occupancy=occupancy)
+        return render_cameras(
+            params, cams, 12, 12, CFG, num_samples=16, shading="diffuse", occupancy=occupancy
+        )
 
 
 def test_full_grid_equals_dense_render():
