@@ -20,7 +20,7 @@ import torch
 
 from dreampropeller.evaluation.asset import evaluate_asset
 from dreampropeller.guidance.registry import load_prior
-from dreampropeller.picard.solver import PicardSolver, SolverConfig
+from dreampropeller.picard.solver import PicardSolver
 from dreampropeller.scene.cameras import turntable
 from dreampropeller.systems.config import build, merge_config
 from dreampropeller.systems.run import (
@@ -28,6 +28,7 @@ from dreampropeller.systems.run import (
     resolve_device,
     resolve_executor,
     resolve_window,
+    solver_config,
     state_assets,
     validate,
 )
@@ -45,15 +46,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def _run(
     process: TextTo3D, cfg: TextTo3DConfig, window: int, executor_name: str, device: torch.device
 ) -> dict:
-    solver_cfg = SolverConfig(
-        window=window,
-        threshold=cfg.picard.threshold,
-        adaptive=cfg.picard.adaptive,
-        ema=cfg.picard.ema,
-        aggregate=cfg.picard.aggregate,
-        init=cfg.picard.init,
-        scale=cfg.picard.scale,
-    )
+    solver_cfg = solver_config(cfg, window)
     executor = resolve_executor(
         dataclasses.replace(cfg, picard=dataclasses.replace(cfg.picard, executor=executor_name)), device
     )

@@ -81,6 +81,20 @@ def resolve_window(window: Any, device: torch.device) -> int:
     return w
 
 
+def solver_config(cfg: TextTo3DConfig, window: int) -> SolverConfig:
+    """The solver settings of a run's ``picard`` section at a resolved window."""
+    p = cfg.picard
+    return SolverConfig(
+        window=window,
+        threshold=p.threshold,
+        adaptive=p.adaptive,
+        ema=p.ema,
+        aggregate=p.aggregate,
+        init=p.init,
+        scale=p.scale,
+    )
+
+
 def resolve_executor(cfg: TextTo3DConfig, device: torch.device) -> Executor:
     """``auto`` -> batched (one prior forward for the whole window) on any single device."""
     name = cfg.picard.executor
@@ -195,15 +209,7 @@ def run_text_to_3d(
     if not resume:
         prepare_output(out, overwrite)
     process = make_process(cfg, device)
-    solver_cfg = SolverConfig(
-        window=window,
-        threshold=cfg.picard.threshold,
-        adaptive=cfg.picard.adaptive,
-        ema=cfg.picard.ema,
-        aggregate=cfg.picard.aggregate,
-        init=cfg.picard.init,
-        scale=cfg.picard.scale,
-    )
+    solver_cfg = solver_config(cfg, window)
     start, state = 0, None
     if resume:
         state, start, extra = load_checkpoint(out, device)
