@@ -110,6 +110,26 @@ def _vsd(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _quality(args: argparse.Namespace) -> int:
+    from dreampropeller.bench.quality import bench_quality
+
+    if args.prompts < 1:
+        raise ValueError(f"--prompts must be >= 1, got {args.prompts}")
+    result = bench_quality(args.prompts, tuple(args.overrides), tuple(args.config))
+    for r in result["prompts"]:
+        print(
+            f"{r['prompt']:<28}{'held-out' if r['held_out'] else '':>9}  shape {r['shape_r_precision']:.0f} "
+            f"colour {r['colour_accuracy']:.0f} IoU {r['silhouette_iou']:.3f} chamfer {r['chamfer']:.4f} "
+            f"({r['predicted_shape']}, {r['predicted_colour']})"
+        )
+    print(f"mean {result['mean']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bench` and its subcommands."""
     bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios)")
@@ -143,6 +163,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--representation", default=None, help="nerf (default) or gaussians")
     g.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     g.set_defaults(func=_generate)
+
+    q = bsub.add_parser("quality", help="text-to-3D over a fixed prompt sample (held-out included), scored")
+    q.add_argument("overrides", nargs="*", help="key=value config overrides")
+    q.add_argument("--json", help="write results to this JSON file")
+    q.add_argument("--prompts", type=int, default=12, help="sample size (the 6 held-out combinations first)")
+    q.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
+    q.set_defaults(func=_quality)
     p = bsub.add_parser("prior", help="SDS units/s of an SD-2.1-base-shaped prior per batch size")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--small", action="store_true", help="a scaled-down model (the default on a CPU)")
