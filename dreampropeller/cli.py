@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dreampropeller: interrupted", file=sys.stderr)
         return 130
     except (UserError, ValueError, FileNotFoundError) as err:
-        print(f"dreampropeller: error: {err}", file=sys.stderr)
+        if os.environ.get("DREAMPROPELLER_DEBUG"):
+            raise  # the full traceback, for developers
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"dreampropeller: error: {message}", file=sys.stderr)
         return 2
     return int(code or 0)
 
