@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
@@ -17,21 +16,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval)
 
 
-def _run_renderer(run_dir: Path):
-    """``dreampropeller.systems.load_run_renderer(run_dir) -> (render_fn, prompt, mesh or None)``."""
-    from dreampropeller.cli import UserError
-
-    try:
-        systems = importlib.import_module("dreampropeller.systems")
-        loader = systems.load_run_renderer
-    except (ImportError, AttributeError) as err:
-        raise UserError(
-            "dreampropeller.systems.load_run_renderer is not available in this version, so runs cannot be "
-            "rendered for evaluation yet"
-        ) from err
-    return loader(run_dir)
-
-
 def _eval(args: argparse.Namespace) -> int:
     from dreampropeller.cli import UserError
     from dreampropeller.evaluation.asset import evaluate_asset
@@ -39,7 +23,9 @@ def _eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    render_fn, prompt, mesh = _run_renderer(run_dir)
+    from dreampropeller.systems.run import load_run_renderer
+
+    render_fn, prompt, mesh = load_run_renderer(run_dir)
     result = evaluate_asset(render_fn, args.prompt or prompt, mesh)
     result["run_dir"] = str(run_dir)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -50,10 +50,9 @@ def _warmup_factor(t: int, warmup: int, start: float) -> float:
 
 
 @dataclass(frozen=True)
-class Linear(Schedule):
-    """Linear warm-up over ``warmup`` steps, then linear decay to ``min_factor`` at ``total``."""
+class _WarmupDecay(Schedule):
+    """Linear warm-up over ``warmup`` steps, then a decay shape from 1 to ``min_factor`` at ``total``."""
 
-    name: ClassVar[str] = "linear"
     warmup: int = 0
     total: int = 1000
     min_factor: float = 0.0
@@ -62,31 +61,35 @@ class Linear(Schedule):
     def __post_init__(self) -> None:
         _check_warmup_total(self.warmup, self.total, self.min_factor, self.warmup_start)
 
+    def decay(self, progress: float) -> float:
+        """The decay shape: 1 at progress 0, 0 at progress 1."""
+        raise NotImplementedError
+
     def factor(self, t: int) -> float:
         if t < self.warmup:
             return _warmup_factor(t, self.warmup, self.warmup_start)
         progress = min(1.0, (t - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_factor + (1.0 - self.min_factor) * (1.0 - progress)
+        return self.min_factor + (1.0 - self.min_factor) * self.decay(progress)
 
 
 @dataclass(frozen=True)
-class Cosine(Schedule):
+class Linear(_WarmupDecay):
+    """Linear warm-up over ``warmup`` steps, then linear decay to ``min_factor`` at ``total``."""
+
+    name: ClassVar[str] = "linear"
+
+    def decay(self, progress: float) -> float:
+        return 1.0 - progress
+
+
+@dataclass(frozen=True)
+class Cosine(_WarmupDecay):
     """Linear warm-up over ``warmup`` steps, then half a cosine down to ``min_factor`` at ``total``."""
 
     name: ClassVar[str] = "cosine"
-    warmup: int = 0
-    total: int = 1000
-    min_factor: float = 0.0
-    warmup_start: float = 0.0
 
-    def __post_init__(self) -> None:
-        _check_warmup_total(self.warmup, self.total, self.min_factor, self.warmup_start)
-
-    def factor(self, t: int) -> float:
-        if t < self.warmup:
-            return _warmup_factor(t, self.warmup, self.warmup_start)
-        progress = min(1.0, (t - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    def decay(self, progress: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _check_warmup_total(warmup: int, total: int, min_factor: float, warmup_start: float) -> None:
