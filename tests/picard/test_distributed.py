@@ -19,9 +19,9 @@ import torch.multiprocessing as mp
 
 from dreampropeller.bench.picard import states_equal
 from dreampropeller.bench.problems import GrowingFourier, make_problem
-from dreampropeller.picard import distributed
-from dreampropeller.picard.distributed import DistributedExecutor, load_checkpoint, save_checkpoint
-from dreampropeller.picard.executors import Executor
+from dreampropeller.picard.checkpoint import load_checkpoint, save_checkpoint
+from dreampropeller.picard.executors import Executor, distributed
+from dreampropeller.picard.executors.distributed import DistributedExecutor
 from dreampropeller.picard.process import Process
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 
@@ -156,7 +156,7 @@ def fault_main(rank: int, port: int, args: dict) -> dict | None:
     out = {"status": res.stats.status, "step": res.step, "fault": res.fault, "elapsed": elapsed}
     if res.stats.status != "fault":
         return out
-    ckpt = save_checkpoint(Path(args["dir"]) / "fault.pt", res.state, res.step, fault=res.fault)
+    ckpt = save_checkpoint(Path(args["dir"]) / "fault.safetensors", res.state, res.step, {"fault": res.fault})
     state, step, extra = load_checkpoint(ckpt)
     out["exact_at_fault"] = states_equal(state, run_sequential(proc.inner, x0, step).state)
     resumed = PicardSolver(proc.inner, cfg, executor=Executor()).run(state, STEPS, start=step)

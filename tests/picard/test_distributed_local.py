@@ -7,20 +7,18 @@ import torch
 
 from dreampropeller.bench.picard import states_equal
 from dreampropeller.bench.problems import GrowingFourier, make_problem
-from dreampropeller.picard import distributed as D
-from dreampropeller.picard.distributed import (
+from dreampropeller.picard.executors import distributed as D
+from dreampropeller.picard.executors import make_executor
+from dreampropeller.picard.executors.distributed import (
     DistributedError,
     DistributedExecutor,
     assign_slots,
-    load_checkpoint,
     make_frame,
     pack,
     read_frame,
-    save_checkpoint,
     travelling_keys,
     unpack_all,
 )
-from dreampropeller.picard.executors import make_executor
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 
 
@@ -120,16 +118,6 @@ def test_world_size_one_is_the_sequential_executor(name):
     assert states_equal(res.state, run_sequential(proc, x0, 25).state)
     with pytest.raises(DistributedError, match="rank 0 runs the solver"):
         ex.serve(proc)
-
-
-def test_checkpoint_round_trip_and_bad_file(tmp_path):
-    x = odd_state()
-    path = save_checkpoint(tmp_path / "run" / "ckpt.pt", x, 17, fault="rank 1 failed")
-    state, step, extra = load_checkpoint(path)
-    assert step == 17 and extra == {"fault": "rank 1 failed"} and bits_equal(state, x)
-    torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(DistributedError, match="not a dreampropeller checkpoint"):
-        load_checkpoint(tmp_path / "other.pt")
 
 
 def test_solver_turns_a_resumable_fault_into_status_fault():

@@ -1,9 +1,4 @@
-"""How the units of a window are computed: sequentially, batched on one device, or on several devices.
-
-An executor's ``evaluate(process, states, ts)`` returns the drifts of the window, in order, on the
-device of the input states. Executors report the seconds they spent communicating (moving states and
-drifts between devices or ranks) in ``comm_seconds``.
-"""
+"""The ``devices`` executor: one worker thread per local torch device, each with its own replica."""
 
 from __future__ import annotations
 
@@ -14,62 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from dreampropeller.picard.executors.sequential import Executor
 from dreampropeller.picard.process import Drift, Process, State
-
-
-class Executor:
-    """Base executor: one unit after another (the ``sequential`` executor)."""
-
-    name = "sequential"
-
-    def __init__(self) -> None:
-        self.comm_seconds = 0.0
-
-    def bind(self, process: Process) -> None:
-        """Prepare for ``process`` (replicas, process groups). Called once by the solver."""
-
-    def evaluate(self, process: Process, states: Sequence[State], ts: Sequence[int]) -> list[Drift]:
-        """Drifts ``unit(states[i], ts[i])`` for the window."""
-        return [process.unit(x, t) for x, t in zip(states, ts, strict=True)]
-
-    @property
-    def parallel_width(self) -> int:
-        """How many units this executor can compute at the same time (1 for sequential)."""
-        return 1
-
-    def close(self) -> None:
-        """Release threads, replicas or process groups."""
-
-
-SequentialExecutor = Executor
-
-
-class BatchedExecutor(Executor):
-    """All units of a window in one ``unit_batch`` call (falls back to a loop without one).
-
-    ``max_batch`` splits long windows into chunks (memory bound on one device).
-    """
-
-    name = "batched"
-
-    def __init__(self, max_batch: int | None = None) -> None:
-        super().__init__()
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.max_batch = max_batch
-
-    def evaluate(self, process: Process, states: Sequence[State], ts: Sequence[int]) -> list[Drift]:
-        if not process.has_unit_batch:
-            return super().evaluate(process, states, ts)
-        size = self.max_batch or len(states)
-        out: list[Drift] = []
-        for i in range(0, len(states), size):
-            out.extend(process.unit_batch(list(states[i : i + size]), list(ts[i : i + size])))
-        return out
-
-    @property
-    def parallel_width(self) -> int:
-        return self.max_batch or 1_000_000
 
 
 def _move(x: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -153,22 +94,3 @@ class DevicesExecutor(Executor):
             self._pool = None
         self._replicas = []
         self._bound = None
-
-
-def make_executor(name: str, devices: Sequence[str] | None = None, max_batch: int | None = None) -> Executor:
-    """An executor by name: ``sequential``, ``batched`` or ``devices`` (``distributed`` lives in
-    :mod:`dreampropeller.picard.distributed`)."""
-    if name == "sequential":
-        return Executor()
-    if name == "batched":
-        return BatchedExecutor(max_batch)
-    if name == "devices":
-        if not devices:
-            n = torch.cuda.device_count()
-            devices = [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
-        return DevicesExecutor(devices)
-    if name == "distributed":
-        from dreampropeller.picard.distributed import DistributedExecutor
-
-        return DistributedExecutor()
-    raise ValueError(f"unknown executor {name!r}: use sequential, batched, devices or distributed")

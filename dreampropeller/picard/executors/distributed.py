@@ -33,13 +33,12 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from dreampropeller.picard.executors import Executor
+from dreampropeller.picard.executors.sequential import Executor
 from dreampropeller.picard.process import Drift, PicardError, Process, State
 
 ENV_TIMEOUT = "DREAMPROPELLER_DIST_TIMEOUT"
@@ -227,26 +226,6 @@ def assign_slots(n: int, ranks: Sequence[int]) -> dict[int, list[int]]:
     for i in range(n):
         shares[ranks[i % len(ranks)]].append(i)
     return shares
-
-
-# -- checkpoints -----------------------------------------------------------------------------------------
-def save_checkpoint(path: str | Path, state: State, step: int, **extra: Any) -> Path:
-    """Write a resumable checkpoint ``{"state", "step", ...}`` (tensors moved to the CPU)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state": {k: v.detach().cpu() for k, v in state.items()}, "step": int(step), **extra}, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> tuple[State, int, dict[str, Any]]:
-    """``(state, step, extra)`` from :func:`save_checkpoint`; resume: ``solver.run(state, T, start=step)``."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or "state" not in data or "step" not in data:
-        raise DistributedError(f"{path} is not a dreampropeller checkpoint (needs 'state' and 'step')")
-    extra = {k: v for k, v in data.items() if k not in ("state", "step")}
-    return dict(data["state"]), int(data["step"]), extra
 
 
 # -- the executor ----------------------------------------------------------------------------------------
