@@ -83,7 +83,9 @@ def test_sds_gradient_follows_cfg_convention(prior):
         grad = sds_gradient(prior, lat, t, noise, cond2, uncond2, None, cfg)
         hand = w * (guided_noise(eps_c, eps_u, s, conv) - noise)
         assert grad.shape == lat.shape
-        torch.testing.assert_close(grad, hand, rtol=1e-4, atol=1e-5)
+        # the gradient batches [cond, uncond] in one UNet call, the hand computation does not: float32
+        # round-off of eps (~1e-7 of its size) is amplified by the guidance scale
+        torch.testing.assert_close(grad, hand, rtol=1e-4, atol=1e-6 * (1 + s))
     # threestudio's s equals diffusers' s + 1
     a = sds_gradient(prior, lat, t, noise, cond2, uncond2, None, SDSConfig(100.0, "threestudio"))
     b = sds_gradient(prior, lat, t, noise, cond2, uncond2, None, SDSConfig(101.0, "diffusers"))
