@@ -9,7 +9,8 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from dreampropeller import __version__, commands
+from dreampropeller import commands
+from dreampropeller.version import __version__
 
 
 class UserError(Exception):

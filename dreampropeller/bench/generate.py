@@ -18,21 +18,13 @@ from typing import Any
 
 import torch
 
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.evaluation.asset import evaluate_asset
-from dreampropeller.guidance.registry import load_prior
-from dreampropeller.picard.solver import PicardSolver
+from dreampropeller.picard.process import Process
+from dreampropeller.runs.assets import asset_of, evaluation_inputs
+from dreampropeller.runs.driver import load_config, make_process, solve
+from dreampropeller.runs.resolve import resolve_config, run_device, run_executor
 from dreampropeller.scene.cameras import turntable
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.run import (
-    build_process,
-    resolve_device,
-    resolve_executor,
-    resolve_window,
-    solver_config,
-    state_assets,
-    validate,
-)
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
 
 SCORES = ("shape_r_precision", "colour_accuracy", "silhouette_iou", "chamfer", "clf_r_precision")
 
@@ -43,28 +35,24 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _run(
-    process: TextTo3D, cfg: TextTo3DConfig, window: int, executor_name: str, device: torch.device
-) -> dict:
-    solver_cfg = solver_config(cfg, window)
-    executor = resolve_executor(
-        dataclasses.replace(cfg, picard=dataclasses.replace(cfg.picard, executor=executor_name)), device
-    )
-    x0 = process.initial_state()
+def _run(process: Process, cfg: TextTo3DConfig) -> dict:
+    """One timed solve of the resolved ``cfg`` and the scores of its asset."""
+    device = run_device(cfg)
+    executor = run_executor(cfg)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    result = PicardSolver(process, solver_cfg, executor=executor).run(x0, cfg.steps)
+    result = solve(process, cfg, executor)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     executor.close()
     s = result.stats
-    render_fn, mesh = state_assets(process, cfg, result.state, cfg.steps)
+    render_fn, mesh = evaluation_inputs(asset_of(cfg, result.state, cfg.steps))
     views = render_fn(turntable(16, 15.0, 2.0, 50.0))[0]
     scores = evaluate_asset(render_fn, cfg.prompt, mesh)
     return {
-        "window": window,
+        "window": cfg.picard.window,
         "executor": executor.name,
         "wall_clock_s": round(wall, 3),
         "iterations": s.iterations,
@@ -74,6 +62,10 @@ def _run(
         "scores": {k: scores.get(k) for k in SCORES},
         "_views": views,
     }
+
+
+def _with_picard(cfg: TextTo3DConfig, window: int, executor: str) -> TextTo3DConfig:
+    return dataclasses.replace(cfg, picard=dataclasses.replace(cfg.picard, window=window, executor=executor))
 
 
 def bench_generate(
@@ -86,21 +78,17 @@ def bench_generate(
     executor: str = "batched",
 ) -> dict[str, Any]:
     """Sequential vs propelled for each seed; summary and noise floor across seeds."""
-    extra = {"prompt": prompt, **({"steps": steps} if steps else {})}
-    data = merge_config(TextTo3DConfig(), files, overrides, free=["optimizer"], extra=extra)
-    base = build(TextTo3DConfig, data)
-    validate(base)
-    device = resolve_device(base.device)
-    window = resolve_window(window, device)
-    prior = load_prior(base.prior, base.prior_path, device)
+    given = load_config(prompt, files, overrides, steps=steps or None)
+    base = resolve_config(_with_picard(given, window, executor))
+    window, device = int(base.picard.window), run_device(base)
     runs = []
     for seed in seeds:
         cfg = dataclasses.replace(base, seed=int(seed))
-        process = build_process(cfg, prior, device)
+        process = make_process(cfg)
         print(f"[bench generate] seed {seed}: sequential ...", file=sys.stderr, flush=True)
-        seq = _run(process, cfg, 1, "sequential", device)
+        seq = _run(process, _with_picard(cfg, 1, "sequential"))
         print(f"[bench generate] seed {seed}: propelled (window {window}) ...", file=sys.stderr, flush=True)
-        prop = _run(process, cfg, window, executor, device)
+        prop = _run(process, cfg)
         runs.append({"seed": int(seed), "sequential": seq, "propelled": prop})
     for r in runs:
         r["psnr_turntable"] = round(psnr(r["sequential"]["_views"], r["propelled"]["_views"]), 3)

@@ -19,6 +19,7 @@ import torch
 from dreampropeller.bench.random_models import sd_components
 from dreampropeller.guidance.sds import SDSConfig, sds_gradient, sds_surrogate
 from dreampropeller.guidance.stable_diffusion import StableDiffusionPrior
+from dreampropeller.picard.device import resolve_device
 
 BATCHES = (1, 2, 4, 8, 16)
 RENDER = 64
@@ -71,7 +72,7 @@ def bench_prior(
     repeats: int = 3,
 ) -> dict[str, Any]:
     """Units/s per batch size; ``small`` defaults to True on a CPU (fp32) and False on CUDA (fp16)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     small = dev.type != "cuda" if small is None else small
     arch = "small" if small else "sd21-base"
     prior = make_sd_prior(arch, dev)

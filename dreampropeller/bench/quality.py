@@ -14,9 +14,9 @@ from typing import Any
 
 from dreampropeller.evaluation.asset import evaluate_asset
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, HELD_OUT, SHAPE_NAMES, prompt_for
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.run import load_run_renderer, run_text_to_3d
-from dreampropeller.systems.text_to_3d import TextTo3DConfig
+from dreampropeller.runs.assets import evaluation_inputs
+from dreampropeller.runs.driver import load_config, run_text_to_3d
+from dreampropeller.runs.loading import load_run
 
 SCORES = ("shape_r_precision", "colour_accuracy", "silhouette_iou", "chamfer", "clf_r_precision")
 
@@ -42,13 +42,10 @@ def bench_quality(
     with tempfile.TemporaryDirectory() as tmp:
         for i, (prompt, held_out) in enumerate(prompt_sample(n)):
             print(f"[bench quality] {i + 1}/{n} {prompt!r}", file=sys.stderr, flush=True)
-            data = merge_config(
-                TextTo3DConfig(), files, overrides, free=["optimizer"], extra={"prompt": prompt}
-            )
-            cfg = build(TextTo3DConfig, data)
+            cfg = load_config(prompt, files, overrides)
             out = Path(tmp) / f"run{i}"
             metrics = run_text_to_3d(cfg, out, progress=False, exports=False)
-            render_fn, _, mesh = load_run_renderer(out)
+            render_fn, mesh = evaluation_inputs(load_run(out).asset)
             scores = evaluate_asset(render_fn, prompt, mesh)
             rows.append(
                 {

@@ -23,13 +23,14 @@ import torch
 
 from dreampropeller.bench.picard import relative_deviation
 from dreampropeller.bench.prior import make_sd_prior
+from dreampropeller.config.schema import RenderConfig, TextTo3DConfig
 from dreampropeller.guidance.sds import SDSConfig
 from dreampropeller.guidance.vsd import VSDConfig
+from dreampropeller.picard.device import resolve_device
 from dreampropeller.picard.executors import BatchedExecutor
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 from dreampropeller.scene.nerf import NeRFConfig
-from dreampropeller.systems.text_to_3d import RenderConfig, TextTo3DConfig
-from dreampropeller.systems.vsd import TextTo3DVSD
+from dreampropeller.systems.factory import build_process
 
 
 def vsd_config(arch: str, steps: int, mode: str) -> TextTo3DConfig:
@@ -65,7 +66,7 @@ def bench_vsd_mode(
     finals = {}
     for label in ("sequential", "propelled"):
         prior = make_sd_prior(arch, device)
-        process = TextTo3DVSD(vsd_config(arch, steps, mode), prior, device)
+        process = build_process(vsd_config(arch, steps, mode), prior, device)
         x0 = process.initial_state()
         _sync(device)
         t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def bench_vsd(
     threshold: float = 50.0,
 ) -> dict[str, Any]:
     """Both LoRA modes: sequential vs propelled wall clock on one device."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     arch = arch or ("sd21-base" if dev.type == "cuda" else "tiny")
     bench_vsd_mode(arch, dev, 2, 2, modes[0], threshold)  # warm-up: kernels, allocator, lazy imports
     results = [bench_vsd_mode(arch, dev, steps, window, m, threshold) for m in modes]

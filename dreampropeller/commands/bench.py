@@ -56,9 +56,9 @@ def _picard(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from dreampropeller.bench.generate import bench_generate
+    from dreampropeller.guidance.prompts import check_prompt
 
-    if not args.prompt.strip():
-        raise ValueError("--prompt is empty: give a text such as 'a red cube'")
+    check_prompt(args.prompt)
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = list(args.overrides)
     if args.representation:

@@ -23,10 +23,12 @@ def _eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    from dreampropeller.systems.run import load_run_renderer
+    from dreampropeller.runs.assets import evaluation_inputs
+    from dreampropeller.runs.loading import load_run
 
-    render_fn, prompt, mesh = load_run_renderer(run_dir)
-    result = evaluate_asset(render_fn, args.prompt or prompt, mesh)
+    run = load_run(run_dir)
+    render_fn, mesh = evaluation_inputs(run.asset)
+    result = evaluate_asset(render_fn, args.prompt or run.cfg.prompt, mesh)
     result["run_dir"] = str(run_dir)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

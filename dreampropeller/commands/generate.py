@@ -34,9 +34,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _generate(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from dreampropeller.systems.config import ConfigError, build, merge_config
-    from dreampropeller.systems.run import RunError, run_text_to_3d
-    from dreampropeller.systems.text_to_3d import TextTo3DConfig
+    from dreampropeller.config.loading import ConfigError, build, merge_config
+    from dreampropeller.config.schema import TextTo3DConfig
+    from dreampropeller.guidance.prompts import EMPTY_PROMPT
+    from dreampropeller.runs.driver import RunError, run_text_to_3d
 
     items = list(args.items)
     overrides = [i for i in items if "=" in i]
@@ -54,7 +55,7 @@ def _generate(args: argparse.Namespace) -> int:
         if not args.out:
             raise ConfigError("--out DIR is required (where the run is written)")
         if (not words or not words[0].strip()) and not args.image:
-            raise ConfigError('the prompt is empty: give a text such as "a red cube"')
+            raise ConfigError(EMPTY_PROMPT)
         out = Path(args.out)
         files = list(args.config)
     extra = {"prompt": words[0]} if words else None

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from dreampropeller.picard.device import resolve_device
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``prior train|sample|eval|train-evaluator``."""
@@ -72,18 +74,10 @@ def _common_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
 def _load_prior(args: argparse.Namespace):
     from dreampropeller.guidance.tiny.model import TinyPrior
 
-    return TinyPrior.load(args.weights, device=_device(args.device))
+    return TinyPrior.load(args.weights, device=resolve_device(args.device))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -202,7 +196,7 @@ def _train_evaluator(args: argparse.Namespace) -> int:
     from dreampropeller.evaluation.classifier import train_classifier
 
     model, report = train_classifier(
-        steps=args.steps, batch=args.batch, seed=args.seed, device=_device(args.device)
+        steps=args.steps, batch=args.batch, seed=args.seed, device=resolve_device(args.device)
     )
     path = model.save(args.out)
     print(f"evaluator: {json.dumps(report)} -> {path}")

@@ -1,4 +1,4 @@
-"""Run configuration: nested dataclasses, YAML files and ``key=value`` overrides (OmegaConf).
+"""Loading a run configuration: dataclass defaults, YAML files and ``key=value`` overrides (OmegaConf).
 
 Defaults come from the dataclasses; a YAML file and overrides are merged on top. Unknown keys are an
 error naming the key (a typo must not silently do nothing).

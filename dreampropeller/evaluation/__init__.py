@@ -4,6 +4,6 @@
 prior's own samples (in ``prior_eval``).
 """
 
-from dreampropeller.evaluation.asset import RenderFn, evaluate_asset, evaluation_cameras, library_render_fn
+from dreampropeller.evaluation.asset import evaluate_asset, evaluation_cameras, library_render_fn
 
-__all__ = ["RenderFn", "evaluate_asset", "evaluation_cameras", "library_render_fn"]
+__all__ = ["evaluate_asset", "evaluation_cameras", "library_render_fn"]

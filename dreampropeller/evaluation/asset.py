@@ -1,14 +1,14 @@
 """Scoring a generated asset against the library truth of its prompt, whatever renders the asset.
 
-``evaluate_asset`` asks a ``render_fn(cameras) -> (rgb, alpha)`` for a fixed set of evaluation
-views, compares the silhouettes with every library shape (the prompt's shape must win), reads the
+``evaluate_asset`` asks a :data:`~dreampropeller.scene.views.RenderFn` (``render_fn(cameras) ->
+(rgb [B, H, W, 3], alpha [B, H, W, 1])``, the contract the exporters use too) for a fixed set of
+evaluation views, compares the silhouettes with every library shape (the prompt's shape must win), reads the
 colour, runs the learned evaluator, and, given a mesh, measures the chamfer distance to the true
 surface in its canonical placement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,9 +25,7 @@ from dreampropeller.evaluation.metrics import (
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, SHAPE_NAMES, parse_prompt
 from dreampropeller.guidance.tiny.render import render
 from dreampropeller.scene.cameras import Cameras, cameras_from_spherical
-
-RenderFn = Callable[[Cameras], tuple[torch.Tensor, torch.Tensor]]
-"""``render_fn(cameras) -> (rgb [B, 3, H, W] in [0, 1] on white, alpha [B, 1, H, W])``."""
+from dreampropeller.scene.views import RenderFn
 
 
 def evaluation_cameras() -> Cameras:
@@ -42,7 +40,7 @@ def library_render_fn(shape: str, colour: str) -> RenderFn:
 
     def render_fn(cameras: Cameras, resolution: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         out = render([shape] * len(cameras), [colour] * len(cameras), cameras, resolution)
-        return out.rgb, out.alpha
+        return out.rgb.permute(0, 2, 3, 1), out.alpha.permute(0, 2, 3, 1)
 
     return render_fn
 
@@ -59,11 +57,13 @@ def _mesh_arrays(mesh: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long)
 
 
-def _check_render(rgb: torch.Tensor, alpha: torch.Tensor, n: int) -> None:
-    if rgb.ndim != 4 or rgb.shape[:2] != (n, 3):
-        raise ValueError(f"render_fn must return rgb [{n}, 3, H, W], got {tuple(rgb.shape)}")
-    if alpha.shape != (n, 1, *rgb.shape[-2:]):
-        raise ValueError(f"render_fn must return alpha [{n}, 1, H, W] matching rgb, got {tuple(alpha.shape)}")
+def _channels_first(rgb: torch.Tensor, alpha: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a render against the contract and permute it to [B, C, H, W] (what the metrics read)."""
+    if rgb.ndim != 4 or rgb.shape[0] != n or rgb.shape[-1] != 3:
+        raise ValueError(f"render_fn must return rgb [{n}, H, W, 3], got {tuple(rgb.shape)}")
+    if alpha.shape != (*rgb.shape[:-1], 1):
+        raise ValueError(f"render_fn must return alpha [{n}, H, W, 1] matching rgb, got {tuple(alpha.shape)}")
+    return rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -87,9 +87,8 @@ def evaluate_asset(
     """
     shape, colour = parse_prompt(prompt)
     cams = cameras if cameras is not None else evaluation_cameras()
-    rgb, alpha = render_fn(cams)
+    rgb, alpha = _channels_first(*render_fn(cams), len(cams))
     rgb, alpha = rgb.detach().float().cpu(), alpha.detach().float().cpu()
-    _check_render(rgb, alpha, len(cams))
     h, w = rgb.shape[-2:]
     s_idx, c_idx = SHAPE_NAMES.index(shape), COLOUR_NAMES.index(colour)
 

@@ -8,6 +8,7 @@ import torch
 
 from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.nerf import NeRFConfig, nerf_field, stack_params
+from dreampropeller.scene.views import RenderFn
 from dreampropeller.scene.volume import render_cameras
 
 
@@ -44,23 +45,25 @@ def nerf_render_fn(
     active_levels: int | None = None,
     ray_chunk: int = 16384,
     occupancy: torch.Tensor | None = None,
-) -> Callable[[Cameras], torch.Tensor]:
-    """``cameras -> rgb [B, H, W, 3]`` of one NeRF parameter set (bin-centre samples, no randomness)."""
+) -> RenderFn:
+    """The :data:`~dreampropeller.scene.views.RenderFn` of one NeRF parameter set (bin-centre samples,
+    no randomness); ``occupancy`` skips empty space (faster, max pixel change ~0.04)."""
     slotted = _slotted(params)
 
-    def render(cameras: Cameras) -> torch.Tensor:
-        out = render_cameras(
-            slotted,
-            cameras,
-            height,
-            width,
-            cfg,
-            num_samples=num_samples,
-            shading=shading,
-            active_levels=active_levels,
-            ray_chunk=ray_chunk,
-            occupancy=occupancy,
-        )
-        return out["rgb"][0]
+    def render(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            out = render_cameras(
+                slotted,
+                cameras,
+                height,
+                width,
+                cfg,
+                num_samples=num_samples,
+                shading=shading,
+                active_levels=active_levels,
+                ray_chunk=ray_chunk,
+                occupancy=occupancy,
+            )
+        return out["rgb"][0], out["opacity"][0]
 
     return render

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from dreampropeller.export.errors import ExportError
+from dreampropeller.export.mesh import Mesh, extract_mesh, sample_grid
 from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.gaussian_raster import rasterize_gaussians
 from dreampropeller.scene.gaussians import (
@@ -33,6 +34,7 @@ from dreampropeller.scene.gaussians import (
     covariance_3d,
     rgb_to_sh0,
 )
+from dreampropeller.scene.views import RenderFn
 
 #: z-up world -> y-up file: (x, y, z) -> (x, z, -y)
 Z_TO_Y_UP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -175,18 +177,48 @@ def gaussian_render_fn(
     color_mode: str = "sh",
     background: float = 1.0,
     backend: str = "auto",
-) -> Callable[[Cameras], Tensor]:
-    """``cameras -> rgb [B, H, W, 3]`` of a Gaussian set on a plain background (no grad)."""
+) -> RenderFn:
+    """The :data:`~dreampropeller.scene.views.RenderFn` of a Gaussian set on a plain background."""
     params = {k: v.detach() for k, v in state.items() if k.startswith("gaussians.")}
     if MEANS not in params:
         raise ExportError("state lacks Gaussian entries; pass a Gaussian run's state")
 
-    def render(cameras: Cameras) -> Tensor:
+    def render(cameras: Cameras) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             out = rasterize_gaussians(
                 params, cameras.to(params[MEANS].device), height, width, background,
                 backend=backend, color_mode=color_mode,
             )  # fmt: skip
-        return out["rgb"]
+        return out["rgb"], out["alpha"]
 
     return render
+
+
+def gaussian_mesh(
+    state: Mapping[str, Tensor],
+    color_mode: str = "sh",
+    bound: float = 1.0,
+    resolution: int = 96,
+    threshold: float | str = "auto",
+    colour: bool = True,
+) -> Mesh:
+    """Marching cubes of a Gaussian set's density field (:func:`gaussian_fields`), vertex-coloured.
+
+    A faint set never reaches the ``auto`` level (50% opacity): it falls back to half its peak density.
+    """
+    density, color = gaussian_fields(state, color_mode)
+    color_fn = color if colour else None
+    with torch.no_grad():
+        try:
+            return extract_mesh(
+                density, color_fn, bound=bound, resolution=resolution, threshold=threshold, chunk=16384
+            )
+        except ExportError:
+            if threshold != "auto":
+                raise
+        peak = float(sample_grid(density, bound, min(resolution, 32), chunk=16384).max())
+        if not peak > 0:
+            raise ExportError("the Gaussians have no density inside the export bound; nothing to mesh")
+        return extract_mesh(
+            density, color_fn, bound=bound, resolution=resolution, threshold=0.5 * peak, chunk=16384
+        )

@@ -1,13 +1,14 @@
 """Turntable videos and view strips, generic over the representation.
 
-``render_fn(cameras) -> rgb [B, H, W, 3]`` in [0, 1] (tensor or array) is all these need; cameras come
-from :func:`dreampropeller.scene.cameras.turntable`. Videos are h264 / yuv420p (plays everywhere),
+A :data:`~dreampropeller.scene.views.RenderFn` (``render_fn(cameras) -> (rgb [B, H, W, 3], alpha)``,
+rgb in [0, 1], tensor or array) is all these need; cameras come from
+:func:`dreampropeller.scene.cameras.turntable`. Videos are h264 / yuv420p (plays everywhere),
 which needs even frame sizes: odd sizes are padded by repeating the last row / column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -17,8 +18,7 @@ from tqdm import tqdm
 
 from dreampropeller.export.errors import ExportError
 from dreampropeller.scene.cameras import Cameras, turntable
-
-RenderFn = Callable[[Cameras], "torch.Tensor | np.ndarray"]
+from dreampropeller.scene.views import RenderFn
 
 
 def to_uint8(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -41,11 +41,11 @@ def render_frames(
     with tqdm(total=n, desc="rendering views", unit="view", disable=not progress, leave=False) as bar:
         for s in range(0, n, chunk):
             with torch.no_grad():
-                rgb = render_fn(cameras.index(slice(s, s + chunk)))
+                rgb, _ = render_fn(cameras.index(slice(s, s + chunk)))
             frames = to_uint8(rgb)
             if frames.ndim != 4 or frames.shape[-1] != 3:
                 raise ExportError(
-                    f"render_fn must return [B, H, W, 3] images, got shape {list(frames.shape)}"
+                    f"render_fn must return rgb [B, H, W, 3] images, got shape {list(frames.shape)}"
                 )
             bar.update(len(frames))
             yield from frames

@@ -15,6 +15,14 @@ import torch
 from dreampropeller.guidance.prior import DiffusionPrior, TextCondition, index_condition
 
 VIEWS = ("front", "side", "back", "overhead")
+EMPTY_PROMPT = "the prompt is empty: give a text such as 'a red cube'"
+
+
+def check_prompt(prompt: str | None) -> str:
+    """The stripped prompt; ValueError (the one message every entry point gives) when it is empty."""
+    if not prompt or not prompt.strip():
+        raise ValueError(EMPTY_PROMPT)
+    return prompt.strip()
 
 
 @dataclass
@@ -46,10 +54,8 @@ class PromptProcessor:
     """Embeds a prompt (and its view variants and the negative prompt) once, then picks per camera."""
 
     def __init__(self, prior: DiffusionPrior, prompt: str, cfg: PromptConfig | None = None) -> None:
-        if not prompt or not prompt.strip():
-            raise ValueError("the prompt is empty: give a text such as 'a red cube'")
+        self.prompt = check_prompt(prompt)
         self.cfg = cfg or PromptConfig()
-        self.prompt = prompt.strip()
         self.view_dependent = (
             (not prior.uses_camera) if self.cfg.view_dependent is None else bool(self.cfg.view_dependent)
         )
@@ -70,3 +76,31 @@ class PromptProcessor:
         cond = index_condition(self.cond, idx.to(next(iter(self.cond.values())).device))
         uncond = index_condition(self.uncond, torch.zeros(n, dtype=torch.long, device=idx.device).to(idx))
         return cond, uncond
+
+
+class UnconditionalPrompts:
+    """Stands in for :class:`PromptProcessor` without a prompt: both halves unconditional."""
+
+    def __init__(self, prior: DiffusionPrior, cfg: PromptConfig | None = None) -> None:
+        self.cfg = cfg or PromptConfig()
+        with torch.no_grad():
+            self.uncond = prior.encode_text([self.cfg.negative_prompt])
+
+    def condition(
+        self, elevation: torch.Tensor, azimuth: torch.Tensor
+    ) -> tuple[TextCondition, TextCondition]:
+        idx = torch.zeros(
+            elevation.shape[0], dtype=torch.long, device=next(iter(self.uncond.values())).device
+        )
+        cond = index_condition(self.uncond, idx)
+        return cond, dict(cond)
+
+
+def make_prompts(
+    prior: DiffusionPrior, prompt: str | None, cfg: PromptConfig | None = None, allow_empty: bool = False
+) -> PromptProcessor | UnconditionalPrompts:
+    """The prompt processor of a run; unconditional when the prompt is empty and ``allow_empty`` (an
+    image-to-3D run without a text), else an empty prompt is the usual one-line error."""
+    if allow_empty and not (prompt and prompt.strip()):
+        return UnconditionalPrompts(prior, cfg)
+    return PromptProcessor(prior, prompt or "", cfg)

@@ -308,3 +308,35 @@ def reset_opacity(state: State, value: float = 0.01, state_keys: StateKeys = def
         if _slot(key) not in COPY_SLOTS:
             out[key] = torch.zeros_like(state[key])
     return out
+
+
+# -------------------------------------------------------------------------------------------- strategy
+
+
+@dataclass
+class DensifyStrategy:
+    """3DGS's adaptive density control as one object (after gsplat's ``Strategy``): the schedule of
+    ``cfg`` and the functions above behind one call a process makes after its optimizer step.
+
+    ``state_keys`` names the optimizer entries that follow each parameter's rows (the optimizer's own
+    ``state_keys``), so moments and step counts are carried through every structure change.
+    """
+
+    cfg: DensifyConfig
+    state_keys: StateKeys = default_state_keys
+
+    def step(self, state: State, stats: State, t: int, gen: torch.Generator) -> tuple[State, IndexMap | None]:
+        """After step ``t``: accumulate ``stats``, then densify / prune and reset opacities when due.
+
+        Returns the new state and, when the rows changed, the exact map from new rows to old ones.
+        """
+        cfg = self.cfg
+        if not stats_due(cfg, t):
+            return state, None
+        state = accumulate_stats(state, stats)
+        index_map = None
+        if densify_due(cfg, t):
+            state, index_map = densify_and_prune(state, cfg, gen, state_keys=self.state_keys)
+        if opacity_reset_due(cfg, t):
+            state = reset_opacity(state, cfg.opacity_reset_value, state_keys=self.state_keys)
+        return state, index_map

@@ -1,1 +1,3 @@
-"""Glue: text-to-3D / image-to-3D runs as Picard processes, configs, and the run driver."""
+"""Processes: a representation + renderer + one score-distillation object + losses + optimizer, as
+a Picard process (NeRF text-to-3D, Gaussian text- and image-to-3D), and the factory that builds them
+from a run config."""

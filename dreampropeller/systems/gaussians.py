@@ -1,48 +1,38 @@
-"""Text-to-3D with 3D Gaussians and SDS (DreamGaussian), exposed as a Picard :class:`Process`.
+"""Text- and image-to-3D with 3D Gaussians and SDS (DreamGaussian), exposed as a Picard :class:`Process`.
 
 State: the Gaussian attributes (``gaussians.*``), the functional Adam's state (``optim/*``) and the
 densification statistics (``densify.*``), all one row per Gaussian except Adam's scalar step counts.
 
 ``unit_batch`` renders every slot of a window (slots may hold different numbers of Gaussians: the
-rasterizer takes a list of states and renders them one by one) and runs ONE prior forward for all
-of them through :meth:`TextTo3D.guidance_gradient` (the shared SDS code). Besides the parameter
-gradients the drift carries the view-space statistics of the step (gradient of the loss with respect
-to the projected centres, visibility, screen radii), which ``update`` accumulates: the unit stays the
-only place that differentiates, the update the only place that changes the state.
+rasterizer takes a list of states and renders them one by one) and runs ONE prior forward for all of
+them through the process's score-distillation object (:mod:`dreampropeller.guidance.distillation`).
+Besides the parameter gradients the drift carries the view-space statistics of the step (gradient of
+the loss with respect to the projected centres, visibility, screen radii), which ``update``
+accumulates: the unit stays the only place that differentiates, the update the only place that changes
+the state.
 
-``update`` = Adam step (DreamGaussian's per-attribute learning rates, position lr decayed log-linearly),
-statistics accumulation, then densify / prune and opacity reset on their schedule. A densification
-returns ``Updated(state, IndexMap)`` whose maps cover parameters, moments and statistics exactly
-(:func:`dreampropeller.scene.densify.densify_and_prune`), so the solver carries guesses through it.
-"""
+``update`` = Adam step (DreamGaussian's per-attribute learning rates, position lr decayed log-
+linearly), then the densification strategy (:class:`~dreampropeller.scene.densify.DensifyStrategy`:
+statistics, densify / prune and opacity reset on their schedule). A densification returns
+``Updated(state, IndexMap)`` whose maps cover parameters, moments and statistics exactly
+(:func:`dreampropeller.scene.densify.densify_and_prune`), so the solver carries guesses through it."""
 
 from __future__ import annotations
 
-import math
-import os
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from dreampropeller.guidance.prior import DiffusionPrior
-from dreampropeller.guidance.prompts import PromptProcessor
-from dreampropeller.guidance.sds import draw_sds, scheduled_value, sds_surrogate
+from dreampropeller.config.schema import BACKGROUNDS, GaussianConfig, TextTo3DConfig
+from dreampropeller.guidance.distillation import ScoreDistillation
+from dreampropeller.guidance.sds import scheduled_value, sds_surrogate
 from dreampropeller.optim import make_optimizer
-from dreampropeller.picard.process import Drift, State, Updated
+from dreampropeller.picard.process import Drift, Process, State, Updated
 from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.cameras import Cameras
-from dreampropeller.scene.densify import (
-    STAT_KEYS,
-    accumulate_stats,
-    densify_and_prune,
-    densify_due,
-    init_stats,
-    opacity_reset_due,
-    reset_opacity,
-    stats_due,
-    view_space_stats,
-)
+from dreampropeller.scene.densify import STAT_KEYS, DensifyStrategy, init_stats, view_space_stats
 from dreampropeller.scene.gaussian_raster import BACKENDS, rasterize_gaussians
 from dreampropeller.scene.gaussians import (
     COLOR_MODES,
@@ -52,16 +42,7 @@ from dreampropeller.scene.gaussians import (
     gaussian_keys,
     init_gaussians,
 )
-from dreampropeller.systems.gaussian_config import BACKGROUNDS, GaussianConfig
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
-
-#: Bytes kept per (slot, view, Gaussian) instance by the projection and its autograd graph (measured
-#: order of magnitude, rounded up).
-BYTES_PER_INSTANCE = 512
-#: Bytes kept per (Gaussian, pixel) pair by the torch compositor and its autograd graph (rounded up).
-BYTES_PER_PAIR = 256
-#: Floats of state per Gaussian and parameter float: value + two Adam moments.
-STATE_COPIES = 3
+from dreampropeller.systems.image_to_3d import ReferenceView
 
 
 def dreamgaussian_optimizer(steps: int) -> dict[str, Any]:
@@ -91,9 +72,6 @@ def dreamgaussian_optimizer(steps: int) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------------------------------- checks
-
-
 def validate_gaussian_config(cfg: TextTo3DConfig) -> None:
     """Cheap checks of the ``gaussians`` section (one clear line per problem)."""
     g = cfg.gaussians
@@ -108,94 +86,27 @@ def validate_gaussian_config(cfg: TextTo3DConfig) -> None:
         raise GaussianError(f"gaussians.memory_limit_gb must be > 0 or null, got {g.memory_limit_gb!r}")
 
 
-def peak_gaussians(cfg: TextTo3DConfig) -> int:
-    """The most Gaussians the run may hold: the densification cap when it densifies within the run."""
-    g = cfg.gaussians
-    grows = any(densify_due(g.densify, t) for t in range(min(cfg.steps, g.densify.end)))
-    return max(int(g.num_points), int(g.densify.max_count)) if grows else int(g.num_points)
-
-
-def estimate_memory_bytes(cfg: TextTo3DConfig, window: int, extra_views: int = 0) -> int:
-    """Rough peak memory of a Gaussian run: count x resolution x batch x window.
-
-    Terms: the window's states (about ``2 window + 2`` of them live at once; parameters and two Adam
-    moments each), the projection of every (slot, view, Gaussian) instance kept for the backward pass,
-    and the (Gaussian, pixel) pairs of the compositor, with a screen footprint estimated from the
-    point spacing at the peak count seen from the closest camera (twice that, for anisotropy).
-    """
-    g, r = cfg.gaussians, cfg.render
-    n = peak_gaussians(cfg)
-    floats = 14 + (9 if g.sh_degree == 1 else 0) + len(STAT_KEYS)
-    states = (2 * window + 2) * n * floats * 4 * STATE_COPIES
-    views = window * (r.batch_size + extra_views)
-    fovy = min(cfg.camera.fovy_range)
-    focal = 0.5 * r.height / math.tan(math.radians(fovy) / 2)
-    spacing = g.radius * max(n, 1) ** (-1.0 / 3.0)  # Gaussian size ~ point spacing at that count
-    sigma_px = spacing * focal / max(min(cfg.camera.distance_range), 0.1)
-    side = 2 * math.ceil(3.0 * math.sqrt(sigma_px**2 + 0.3)) + 1
-    footprint = min(2.0 * side * side, float(r.height * r.width))
-    render = views * n * (BYTES_PER_INSTANCE + footprint * BYTES_PER_PAIR)
-    return int(states + render)
-
-
-def available_memory_bytes(device: torch.device) -> int:
-    """Free memory of ``device``: CUDA's free bytes, or the host's MemAvailable."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
-def check_memory(cfg: TextTo3DConfig, window: int, device: torch.device, extra_views: int = 0) -> int:
-    """Raise one clear line when the run's estimated peak memory exceeds what the device has."""
-    need = estimate_memory_bytes(cfg, window, extra_views)
-    limit = cfg.gaussians.memory_limit_gb
-    have = int(float(limit) * 2**30) if limit is not None else available_memory_bytes(device)
-    if need > have:
-        r = cfg.render
-        raise GaussianError(
-            f"{peak_gaussians(cfg)} Gaussians x {r.height}x{r.width} px x batch {r.batch_size} x window "
-            f"{window} need about {need / 2**30:.1f} GiB but {device} has {have / 2**30:.1f} GiB: lower "
-            "gaussians.num_points / gaussians.densify.max_count, the resolution, the batch or the window"
-        )
-    return need
-
-
-# ------------------------------------------------------------------------------------------ process
-
-
-class GaussianTextTo3D(TextTo3D):
-    """3D Gaussians + SDS as a Picard process (prompt processing and SDS shared with :class:`TextTo3D`)."""
+class GaussianTextTo3D(Process):
+    """3D Gaussians + score distillation as a Picard process: text-to-3D, or, given a
+    :class:`ReferenceView`, DreamGaussian's image-to-3D (the reference losses join the distillation)."""
 
     unit_keys: tuple[str, ...] = ()  # no occupancy grid: a unit reads only the Gaussians
 
     def __init__(
-        self, cfg: TextTo3DConfig, prior: DiffusionPrior, device: torch.device | str = "cpu"
+        self, cfg: TextTo3DConfig, guidance: ScoreDistillation, reference: ReferenceView | None = None
     ) -> None:
         validate_gaussian_config(cfg)
-        self._setup_guidance(cfg, prior, device)
+        self.cfg = cfg
+        self.guidance = guidance
+        self.reference = reference
+        self.device = guidance.device
+        self.seed = int(cfg.seed)
         g = cfg.gaussians
         self.gcfg: GaussianConfig = g
         self.optimizer = make_optimizer(g.optimizer or dreamgaussian_optimizer(cfg.steps))
+        self.densify = DensifyStrategy(g.densify, self.optimizer.state_keys)
         probe = init_gaussians(1, g.radius, torch.Generator(), sh_degree=g.sh_degree, color_mode=g.color_mode)
         self.param_keys = tuple(gaussian_keys(probe))
-
-    def _setup_guidance(self, cfg: TextTo3DConfig, prior: DiffusionPrior, device: torch.device | str) -> None:
-        """What :meth:`TextTo3D.guidance_gradient` reads: the frozen prior on the device and the prompts."""
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.prior = prior.to(self.device).eval()
-        for p in self.prior.parameters():
-            p.requires_grad_(False)
-        self.prompts = PromptProcessor(self.prior, cfg.prompt, cfg.prompt_processing)
-        self.seed = int(cfg.seed)
 
     # -- state -------------------------------------------------------------------------------
     def initial_state(self) -> State:
@@ -228,17 +139,23 @@ class GaussianTextTo3D(TextTo3D):
             white = torch.rand(b, generator=rnd.generator("background")) < 0.5
         else:
             white = torch.full((b,), mode == "white")
-        shape = self._model_shape(self.prior.image_size)
-        ts, noise = draw_sds(cfg.sds, self.prior, b, shape, rnd.generator("sds"), t)
+        ts, noise = self.guidance.draw(b, cfg.render.height, cfg.render.width, rnd.generator("sds"), t)
         return {"cameras": cams, "background": white.float()[:, None].expand(b, 3), "t": ts, "noise": noise}
 
     def _views(self, draws: dict[str, Any]) -> tuple[Cameras, torch.Tensor]:
-        """Cameras and backgrounds [V, 3] a slot renders (the SDS views first; subclasses append)."""
-        return draws["cameras"], draws["background"]
+        """Cameras and backgrounds [V, 3] a slot renders: the SDS views, then the reference view."""
+        if self.reference is None:
+            return draws["cameras"], draws["background"]
+        return self.reference.append_to(draws["cameras"], draws["background"])
 
     def _extra_loss(self, out: dict[str, Any], ts: Sequence[int]) -> torch.Tensor:
-        """Per-slot losses [P] besides SDS, from the renders ``out`` (none for text-to-3D)."""
-        return torch.zeros(len(ts), device=self.device)
+        """Per-slot losses [P] besides the distillation: the reference view's, if any."""
+        if self.reference is None:
+            return torch.zeros(len(ts), device=self.device)
+        return self.reference.loss(out, self.cfg.render.batch_size, ts)
+
+    def unit(self, x: State, t: int) -> Drift:
+        return self.unit_batch([x], [t])[0]
 
     def unit_batch(self, xs: Sequence[State], ts: Sequence[int]) -> list[Drift]:
         cfg, g = self.cfg, self.gcfg
@@ -259,8 +176,8 @@ class GaussianTextTo3D(TextTo3D):
                 color_mode=g.color_mode,
             )
             rgb = out["rgb"][:, :b].reshape(p * b, h, w, 3).permute(0, 3, 1, 2)
-            latents = self.prior.encode_images(rgb)
-            grad = self.guidance_gradient(latents, draws, ts)
+            latents = self.guidance.encode(rgb)
+            grad, _ = self.guidance.gradient(latents, draws, ts, xs)
             sds = sds_surrogate(latents, grad).reshape(p, b).mean(1)
             lam = torch.tensor([scheduled_value(cfg.loss.lambda_sds, t) for t in ts], device=self.device)
             total = (lam * sds).sum() + self._extra_loss(out, ts).sum()
@@ -280,16 +197,15 @@ class GaussianTextTo3D(TextTo3D):
 
     # -- the update ---------------------------------------------------------------------------
     def update(self, x: State, drift: Drift, t: int) -> State | Updated:
-        """Adam step, statistics, then densify / prune and opacity reset on their schedule."""
-        dcfg = self.gcfg.densify
+        """Adam step, then the densification strategy (statistics, densify / prune, opacity reset)."""
         new = self.optimizer.apply(x, {k: drift[k] for k in self.param_keys}, t)
-        if not stats_due(dcfg, t):
-            return new
-        new = accumulate_stats(new, {k: drift[k] for k in STAT_KEYS})
-        index_map = None
-        if densify_due(dcfg, t):
-            gen = StepRandom(self.seed, t).generator("densify")
-            new, index_map = densify_and_prune(new, dcfg, gen, state_keys=self.optimizer.state_keys)
-        if opacity_reset_due(dcfg, t):
-            new = reset_opacity(new, dcfg.opacity_reset_value, state_keys=self.optimizer.state_keys)
+        gen = StepRandom(self.seed, t).generator("densify")
+        new, index_map = self.densify.step(new, {k: drift[k] for k in STAT_KEYS}, t, gen)
         return Updated(new, index_map) if index_map else new
+
+    def replicate(self, device: torch.device) -> GaussianTextTo3D:
+        clone = copy.copy(self)
+        clone.device = torch.device(device)
+        clone.guidance = self.guidance.replicate(device)
+        clone.reference = self.reference.to(device) if self.reference is not None else None
+        return clone

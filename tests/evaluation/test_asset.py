@@ -68,7 +68,7 @@ def test_classifier_names_every_library_object(classifier):
     for prompt in all_prompts():
         shape, colour = parse_prompt(prompt)
         rgb, _ = library_render_fn(shape, colour)(cams, 32)
-        s_logits, c_logits, _ = classifier(rgb)
+        s_logits, c_logits, _ = classifier(rgb.permute(0, 3, 1, 2))
         if (s_logits.argmax(-1) != SHAPE_NAMES.index(shape)).any() or (
             c_logits.argmax(-1) != COLOUR_NAMES.index(colour)
         ).any():

@@ -23,5 +23,6 @@ def test_blob_mesh_and_views(tmp_path):
     render = nerf_render_fn(params, cfg, 8, 8, num_samples=16)
     path = write_views_png(render, tmp_path / "v.png", n=4)
     assert path.exists()
-    rgb = render(turntable(2))
+    rgb, alpha = render(turntable(2))
+    assert alpha.shape == (2, 8, 8, 1)
     assert rgb.shape == (2, 8, 8, 3) and rgb[:, 4, 4].mean() < rgb[:, 0, 0].mean()  # object darker than white

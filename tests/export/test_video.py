@@ -8,11 +8,12 @@ from dreampropeller.export.video import write_turntable, write_views_png
 from dreampropeller.scene.cameras import Cameras
 
 
-def azimuth_render(cameras: Cameras) -> torch.Tensor:
-    """Flat images whose red channel encodes the azimuth (so views are distinguishable)."""
+def azimuth_render(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat images whose red channel encodes the azimuth (so views are distinguishable), fully opaque."""
     b = len(cameras)
     red = ((cameras.azimuth + 180.0) / 360.0).view(b, 1, 1, 1).expand(b, 15, 21, 1)
-    return torch.cat([red, torch.zeros(b, 15, 21, 1), torch.full((b, 15, 21, 1), 0.5)], -1)
+    rgb = torch.cat([red, torch.zeros(b, 15, 21, 1), torch.full((b, 15, 21, 1), 0.5)], -1)
+    return rgb, torch.ones(b, 15, 21, 1)
 
 
 def test_turntable_mp4_has_every_frame_at_even_size(tmp_path):

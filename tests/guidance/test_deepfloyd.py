@@ -7,12 +7,13 @@ import torch
 
 from dreampropeller.bench.picard import states_equal
 from dreampropeller.bench.random_models import if_components, save_components
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.guidance.deepfloyd import DeepFloydPrior
 from dreampropeller.guidance.registry import PriorError, load_prior
 from dreampropeller.guidance.sds import SDSConfig, guided_noise, sds_gradient
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
+from dreampropeller.systems.factory import build_process
 
 TINY = ["render.height=16", "render.width=16", "render.batch_size=1", "render.num_samples=8"]
 TINY += ["nerf.n_levels=4", "nerf.log2_hashmap_size=10", "levels.start=2", "levels.every=3"]
@@ -70,7 +71,7 @@ def test_learned_variance_half_is_dropped_and_cfg_matches_hand(prior):
 
 def test_propelled_equals_sequential(prior):
     data = merge_config(TextTo3DConfig(), overrides=[*TINY, "prompt=a red cube"], free=["optimizer"])
-    process = TextTo3D(build(TextTo3DConfig, data), prior)
+    process = build_process(build(TextTo3DConfig, data), prior)
     x0 = process.initial_state()
     a, b = process.unit(x0, 1), process.unit(x0, 1)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -8,12 +8,13 @@ import torch
 
 from dreampropeller.bench.picard import states_equal
 from dreampropeller.bench.random_models import save_components, sd_components
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.guidance.registry import PriorError, load_prior
 from dreampropeller.guidance.sds import SDSConfig, guided_noise, sds_gradient
 from dreampropeller.guidance.stable_diffusion import StableDiffusionPrior
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
+from dreampropeller.systems.factory import build_process
 
 TINY = [
     "render.height=16",
@@ -94,7 +95,7 @@ def test_sds_gradient_follows_cfg_convention(prior):
 
 def _process(prior, extra=()):
     data = merge_config(TextTo3DConfig(), overrides=[*TINY, "prompt=a red cube", *extra], free=["optimizer"])
-    return TextTo3D(build(TextTo3DConfig, data), prior)
+    return build_process(build(TextTo3DConfig, data), prior)
 
 
 def test_unit_deterministic_and_propelled_equals_sequential(prior):

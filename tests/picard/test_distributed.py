@@ -184,9 +184,10 @@ def raise_main(rank: int, port: int, args: dict) -> dict | None:
 
 def tiny_text_to_3d():
     """A text-to-3D process small enough for a test (random tiny prior, seeded the same on every rank)."""
+    from dreampropeller.config.schema import RenderConfig, TextTo3DConfig
     from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig
     from dreampropeller.scene.nerf import NeRFConfig
-    from dreampropeller.systems.text_to_3d import RenderConfig, TextTo3D, TextTo3DConfig
+    from dreampropeller.systems.factory import build_process
 
     torch.manual_seed(0)
     prior = TinyPrior(TinyPriorConfig(channels=(16, 32, 32), text_dim=32, pooled_dim=32))
@@ -196,7 +197,7 @@ def tiny_text_to_3d():
         render=RenderConfig(height=16, width=16, batch_size=1, num_samples=16),
         nerf=NeRFConfig(n_levels=4, log2_hashmap_size=10, finest_resolution=64),
     )
-    return TextTo3D(cfg, prior)
+    return build_process(cfg, prior)
 
 
 def text_to_3d_main(rank: int, port: int, args: dict) -> dict | None:
@@ -248,7 +249,7 @@ def test_zero_threshold_equals_sequential_bit_for_bit(tmp_path, window, include_
 
 @pytest.mark.slow  # ~18 s: two ranks each build a prior
 def test_tiny_text_to_3d_run_equals_sequential_bit_for_bit(tmp_path):
-    pytest.importorskip("dreampropeller.systems.text_to_3d")
+    pytest.importorskip("dreampropeller.systems.nerf")
     codes, (r0, r1) = launch("text_to_3d_main", tmp_path, {})
     assert codes == [0, 0] and r1 == {"code": 0}
     assert r0["equal"] is True and r0["status"] == "done"

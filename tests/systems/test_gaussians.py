@@ -6,20 +6,17 @@ import pytest
 import torch
 
 from dreampropeller.bench.picard import states_equal
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig
 from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Updated
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 from dreampropeller.scene.densify import COUNT, GRAD_ACCUM, STAT_KEYS
 from dreampropeller.scene.gaussians import MEANS, OPACITIES, SCALES, GaussianError
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.gaussians import (
-    GaussianTextTo3D,
-    check_memory,
-    dreamgaussian_optimizer,
-    estimate_memory_bytes,
-)
-from dreampropeller.systems.text_to_3d import TextTo3DConfig
+from dreampropeller.systems.factory import build_process
+from dreampropeller.systems.gaussian_memory import check_memory, estimate_memory_bytes
+from dreampropeller.systems.gaussians import dreamgaussian_optimizer
 
 # densify after steps 2, 5, 8 (update of t with (t + 1) % 3 == 0), every Gaussian with a gradient
 TINY = [
@@ -52,7 +49,7 @@ def prior():
 
 @pytest.fixture(scope="module")
 def process(prior):
-    return GaussianTextTo3D(make_cfg(), prior)
+    return build_process(make_cfg(), prior)
 
 
 def record(result_states):
@@ -146,7 +143,7 @@ def test_zero_threshold_reproduces_sequential_through_densification(process):
 def test_window_accepts_through_a_mid_window_densification(prior):
     """With lr 0 the guesses are exact, so acceptance only stops where the structure changes; the
     guesses after it, carried through the index map, must then be exact too (accepted next time)."""
-    proc = GaussianTextTo3D(make_cfg("gaussians.optimizer={name: adam, lr: 0.0}"), prior)
+    proc = build_process(make_cfg("gaussians.optimizer={name: adam, lr: 0.0}"), prior)
     x0 = proc.initial_state()
     steps = 9
     seq_states, prop_states = {}, {}
@@ -199,5 +196,5 @@ def test_memory_estimate_and_clear_error():
 )
 def test_bad_config_is_one_clear_line(prior, override, message):
     with pytest.raises(GaussianError, match=message) as err:
-        GaussianTextTo3D(make_cfg(override), prior)
+        build_process(make_cfg(override), prior)
     assert "\n" not in str(err.value)

@@ -8,14 +8,17 @@ import pytest
 import torch
 
 from dreampropeller.bench.picard import states_equal
+from dreampropeller.config.loading import ConfigError, build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.export.gaussians import read_gaussian_ply
 from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
+from dreampropeller.runs.assets import evaluation_inputs
+from dreampropeller.runs.driver import run_text_to_3d
+from dreampropeller.runs.loading import load_run
 from dreampropeller.scene.gaussians import MEANS
-from dreampropeller.systems.config import ConfigError, build, merge_config
-from dreampropeller.systems.image_to_3d import GaussianImageTo3D, ImageError, load_reference_image
-from dreampropeller.systems.run import load_run_renderer, run_text_to_3d
-from dreampropeller.systems.text_to_3d import TextTo3DConfig
+from dreampropeller.systems.factory import build_process, validate
+from dreampropeller.systems.image_to_3d import ImageError, load_reference_image
 
 TINY = [
     "representation=gaussians",
@@ -93,7 +96,7 @@ def test_bad_images_are_one_clear_line(tmp_path):
 
 def test_image_run_is_exact_through_densification(tmp_path, prior_dir):
     cfg = make_cfg(disc_image(tmp_path / "disc.png"), "image.warmup=false")
-    proc = GaussianImageTo3D(cfg, TinyPrior.load(prior_dir))  # no prompt: unconditional guidance
+    proc = build_process(cfg, TinyPrior.load(prior_dir))  # no prompt: unconditional guidance
     x0 = proc.initial_state()
     out = proc.unit(x0, 0)
     assert float(out[MEANS].abs().sum()) > 0
@@ -114,12 +117,12 @@ def test_reference_loss_alone_fits_the_reference_view(tmp_path, prior_dir):
         "gaussians.densify.start=100",
         "steps=30",
     )
-    proc = GaussianImageTo3D(cfg, TinyPrior.load(prior_dir))
+    proc = build_process(cfg, TinyPrior.load(prior_dir))
 
     def ref_error(state):
         params = {k: v for k, v in state.items() if k.startswith("gaussians.")}
-        r = rasterize_gaussians(params, proc.ref_camera, 16, 16, 1.0)
-        return float((r["rgb"][0] - proc.ref_rgb).square().mean())
+        r = rasterize_gaussians(params, proc.reference.camera, 16, 16, 1.0)
+        return float((r["rgb"][0] - proc.reference.rgb).square().mean())
 
     x0 = proc.initial_state()
     x = run_sequential(proc, x0, 30).state
@@ -138,17 +141,17 @@ def test_generate_gaussians_end_to_end(tmp_path, prior_dir):
     ply = read_gaussian_ply(run / "gaussians.ply")
     assert list(ply)[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     assert list(ply)[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    render_fn, prompt, (_verts, faces) = load_run_renderer(run)
+    loaded = load_run(run)
+    prompt = loaded.cfg.prompt
+    _, (_verts, faces) = evaluation_inputs(loaded.asset)
     from dreampropeller.scene.cameras import turntable
 
-    rgb, alpha = render_fn(turntable(2), resolution=16)
-    assert rgb.shape == (2, 3, 16, 16) and alpha.shape == (2, 1, 16, 16)
+    rgb, alpha = loaded.asset.render_fn(16)(turntable(2))
+    assert rgb.shape == (2, 16, 16, 3) and alpha.shape == (2, 16, 16, 1)
     assert float(alpha.max()) > 0.5 and prompt == "a red ball" and len(faces) > 0
 
 
 def test_image_run_config_errors(tmp_path):
-    from dreampropeller.systems.run import validate
-
     with pytest.raises(ImageError, match="not found"):
         validate(make_cfg(tmp_path / "nope.png"))
     with pytest.raises(ConfigError, match="needs --representation gaussians"):

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from dreampropeller.bench.picard import states_equal
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.guidance.tiny.model import TinyPrior
 from dreampropeller.picard.executors import BatchedExecutor
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
+from dreampropeller.systems.factory import build_process
 
 from .conftest import TINY_OVERRIDES
 
@@ -22,7 +23,7 @@ def process(random_prior_dir):
         free=["optimizer"],
     )
     cfg = build(TextTo3DConfig, data)
-    return TextTo3D(cfg, TinyPrior.load(random_prior_dir))
+    return build_process(cfg, TinyPrior.load(random_prior_dir))
 
 
 def test_unit_is_deterministic_and_depends_on_t(process):

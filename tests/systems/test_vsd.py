@@ -1,18 +1,21 @@
-"""TextTo3DVSD on a tiny random Stable Diffusion: synchronized mode is exact under Picard at threshold
-0 (LoRA + AdamW state in the state), worker mode trains the worker's own LoRA on the units it evaluates."""
+"""NeRF + VSD (VariationalScoreDistillation) on a tiny random Stable Diffusion: synchronized mode is
+exact under Picard at threshold 0 (LoRA + AdamW state in the state), worker mode trains the worker's
+own LoRA on the units it evaluates."""
 
 import pytest
 import torch
 
 from dreampropeller.bench.picard import states_equal
 from dreampropeller.bench.random_models import sd_components
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.guidance.stable_diffusion import StableDiffusionPrior
+from dreampropeller.guidance.variational import LORA, is_lora_key
 from dreampropeller.guidance.vsd import lora_parameters
 from dreampropeller.picard.executors import BatchedExecutor
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.text_to_3d import TextTo3DConfig
-from dreampropeller.systems.vsd import LORA, TextTo3DVSD, is_lora_key
+from dreampropeller.systems.factory import build_process
+from dreampropeller.systems.nerf import NerfTextTo3D
 
 TINY = ["render.height=16", "render.width=16", "render.batch_size=1", "render.num_samples=8"]
 TINY += ["nerf.n_levels=4", "nerf.log2_hashmap_size=10", "levels.start=2", "levels.every=3"]
@@ -20,13 +23,13 @@ VSD = ["guidance=vsd", "sds.guidance_scale=7.5", "sds.cfg_convention=diffusers",
 VSD += ["vsd.camera_hidden=8", "vsd.lora_lr=0.01"]
 
 
-def make(mode: str) -> TextTo3DVSD:
+def make(mode: str) -> NerfTextTo3D:
     torch.set_num_threads(1)
     prior = StableDiffusionPrior(**sd_components("tiny", seed=0))
     data = merge_config(
         TextTo3DConfig(), overrides=[*TINY, *VSD, f"vsd.mode={mode}", "prompt=a red cube"], free=["optimizer"]
     )
-    return TextTo3DVSD(build(TextTo3DConfig, data), prior)
+    return build_process(build(TextTo3DConfig, data), prior)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def synced():
 def test_synchronized_state_holds_lora_and_its_optimizer(synced):
     x0 = synced.initial_state()
     lora = [k for k in x0 if k.startswith(LORA)]
-    assert len(lora) == len(lora_parameters(synced.prior)) > 0
+    assert len(lora) == len(lora_parameters(synced.guidance.prior)) > 0
     assert any(k.startswith("optim/exp_avg/lora/") for k in x0)
     assert set(lora) <= set(synced.param_keys)
     d = synced.unit(x0, 0)
@@ -73,9 +76,9 @@ def test_worker_mode_trains_its_own_lora_on_evaluated_units():
     a, b = make("worker"), make("worker")
     x0 = a.initial_state()
     assert not any(k.startswith(LORA) for k in x0)
-    before = a.lora_tensors()
+    before = a.guidance.lora_tensors()
     d1 = a.unit(x0, 0)
-    after = a.lora_tensors()
+    after = a.guidance.lora_tensors()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # the same history gives the same units (a fresh worker replays it exactly)
     e1 = b.unit(x0, 0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dreampropeller.bench.random_models import save_components, sd_components
-from dreampropeller.systems.config import build, merge_config
-from dreampropeller.systems.text_to_3d import TextTo3DConfig
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
 
 TINY = ["render.height=16", "render.width=16", "render.batch_size=1", "render.num_samples=8"]
 TINY += ["nerf.n_levels=4", "nerf.log2_hashmap_size=10", "nerf.finest_resolution=64", "levels.start=2"]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from dreampropeller.guidance.tiny.data import allowed_combos, build_pool, draw_batch
 from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig, camera_features
 from dreampropeller.guidance.tiny.text import drop_tokens
+from dreampropeller.picard.device import resolve_device
 
 
 @dataclass
@@ -50,13 +51,7 @@ class TrainConfig:
 
     def resolved_device(self) -> torch.device:
         """The device to train on ("auto": CUDA when present)."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        if self.device not in ("cpu",) and not self.device.startswith("cuda"):
-            raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or auto")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
 
 def lr_factor(step: int, progress: float, warmup: int, decay_fraction: float) -> float:

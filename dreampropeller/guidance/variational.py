@@ -1,14 +1,14 @@
-"""Text-to-3D with VSD (ProlificDreamer) as a Picard process, in two LoRA modes.
+"""VSD (ProlificDreamer) as a score-distillation object, in two LoRA modes.
 
-* ``worker`` (the authors'): the LoRA is NOT in the Picard state. Every worker (this process, or each
+* ``worker`` (the authors'): the LoRA is NOT in the Picard state. Every worker (this object, or each
   replica of the ``devices`` executor) keeps its own LoRA and AdamW and trains it on the units it
-  evaluates: one step per ``unit_batch`` call on the detached renders of all its slots (one step per
+  evaluates: one step per :meth:`gradient` call on the detached renders of all its slots (one step per
   unit under the sequential executor, one per window under the batched one). Units then depend on
   the worker's history, so a propelled run is not bit-equal to the sequential one.
 * ``synchronized``: the LoRA parameters and their AdamW state are part of the state (``lora/<name>``,
-  compared by ``distance``). The unit returns the LoRA gradient at the state's LoRA, and ``update``
-  steps both optimizers, so the LoRA step is part of the rollout and threshold 0 reproduces the
-  sequential run exactly.
+  compared by ``distance``). :meth:`gradient` returns the LoRA gradient at each slot's LoRA, and
+  :meth:`update` steps the LoRA's optimizer, so the LoRA step is part of the rollout and threshold 0
+  reproduces the sequential run exactly.
 
 Both modes use the same draws (``StepRandom(seed, t)``: ``sds`` for the VSD timestep and noise,
 ``lora`` for the LoRA loss) and the same math (:mod:`dreampropeller.guidance.vsd`).
@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 
+from dreampropeller.guidance.distillation import ScoreDistillation, camera_rows
 from dreampropeller.guidance.prior import DiffusionPrior, TextCondition, cat_conditions
+from dreampropeller.guidance.prompts import PromptConfig
+from dreampropeller.guidance.sds import SDSConfig
 from dreampropeller.guidance.vsd import (
     VSDConfig,
     add_lora,
@@ -34,7 +37,6 @@ from dreampropeller.guidance.vsd import (
 from dreampropeller.optim import is_optim_key, make_optimizer, param_of
 from dreampropeller.picard.process import Drift, State
 from dreampropeller.picard.rng import StepRandom
-from dreampropeller.systems.text_to_3d import TextTo3D, TextTo3DConfig
 
 LORA = "lora/"
 
@@ -44,102 +46,70 @@ def is_lora_key(key: str) -> bool:
     return key.startswith(LORA) or (is_optim_key(key) and param_of(key).startswith(LORA))
 
 
-def vsd_config(value: Any) -> VSDConfig:
-    """A :class:`VSDConfig` from a config section (dataclass or mapping)."""
-    if isinstance(value, VSDConfig):
-        return value
-    data = dict(value or {})
-    for key in ("lora_targets", "lora_betas"):
-        if key in data and isinstance(data[key], list):
-            data[key] = tuple(data[key])
-    unknown = set(data) - set(VSDConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(
-            f"unknown vsd config key(s) {sorted(unknown)}: valid are {sorted(VSDConfig.__dataclass_fields__)}"
-        )
-    return VSDConfig(**data)
-
-
-class TextTo3DVSD(TextTo3D):
-    """NeRF + VSD (see the module docstring). ``cfg.vsd`` holds the :class:`VSDConfig`."""
+class VariationalScoreDistillation(ScoreDistillation):
+    """VSD with a LoRA on the prior (see the module docstring); ``seed`` keys the LoRA draws."""
 
     def __init__(
         self,
-        cfg: TextTo3DConfig,
         prior: DiffusionPrior,
+        prompt: str | None,
+        sds: SDSConfig,
+        vsd: VSDConfig,
+        prompt_cfg: PromptConfig | None = None,
         device: torch.device | str = "cpu",
-        vsd: VSDConfig | None = None,
+        seed: int = 0,
     ) -> None:
-        super().__init__(cfg, prior, device)
-        self.vsd = vsd or vsd_config(getattr(cfg, "vsd", None))
+        super().__init__(prior, prompt, sds, prompt_cfg, device)
+        self.vsd, self.seed = vsd, int(seed)
         if not hasattr(self.prior, "unet"):
             raise ValueError(f"VSD needs a prior with a diffusers UNet; prior {self.prior.name!r} has none")
-        add_lora(self.prior, self.vsd)
+        add_lora(self.prior, vsd)
         self.lora_names = tuple(lora_parameters(self.prior))
-        self.synchronized = self.vsd.mode == "synchronized"
+        self.synchronized = vsd.mode == "synchronized"
         self.lora_optimizer = make_optimizer(
             {
                 "name": "adamw",
-                "lr": self.vsd.lora_lr,
-                "betas": list(self.vsd.lora_betas),
-                "weight_decay": self.vsd.lora_weight_decay,
+                "lr": vsd.lora_lr,
+                "betas": list(vsd.lora_betas),
+                "weight_decay": vsd.lora_weight_decay,
             }
         )
-        if self.synchronized:
-            self.param_keys = self.param_keys + tuple(LORA + n for n in self.lora_names)
+        self.param_keys = tuple(LORA + n for n in self.lora_names) if self.synchronized else ()
         self._worker_state: dict[str, torch.Tensor] | None = None
-        self._slots: Sequence[State] = ()
-        self._lora_drifts: list[Drift] = []
 
-    # -- state -------------------------------------------------------------------------------
+    # -- the LoRA's part of the state (synchronized mode) ------------------------------------------
+    def owns(self, key: str) -> bool:
+        return self.synchronized and is_lora_key(key)
+
     def lora_tensors(self) -> dict[str, torch.Tensor]:
         """Copies of the prior's current LoRA parameters, by name."""
         return {k: v.detach().clone() for k, v in lora_parameters(self.prior).items()}
 
     def initial_state(self) -> State:
-        """NeRF + optimizer state; in synchronized mode also the LoRA and its AdamW state."""
-        x = super().initial_state()
-        if self.synchronized:
-            lora = {LORA + k: v for k, v in self.lora_tensors().items()}
-            x.update(self.lora_optimizer.init_state(lora))
-        return x
+        """The LoRA and its AdamW state in synchronized mode; nothing in worker mode."""
+        if not self.synchronized:
+            return {}
+        return self.lora_optimizer.init_state({LORA + k: v for k, v in self.lora_tensors().items()})
 
     def update(self, x: State, drift: Drift, t: int) -> State:
-        if not self.synchronized:
-            return super().update(x, drift, t)
-        nerf = {k: v for k, v in x.items() if not is_lora_key(k)}
-        lora = {k: v for k, v in x.items() if is_lora_key(k)}
-        out = self.optimizer.apply(nerf, {k: v for k, v in drift.items() if not k.startswith(LORA)}, t)
-        out.update(self.lora_optimizer.apply(lora, {k: v for k, v in drift.items() if k.startswith(LORA)}, t))
-        return self.refresh_occupancy(out, t)
+        return self.lora_optimizer.apply(x, drift, t) if self.synchronized else {}
 
-    # -- the unit ------------------------------------------------------------------------------
-    def unit_batch(self, xs: Sequence[State], ts: Sequence[int]) -> list[Drift]:
-        self._slots, self._lora_drifts = xs, []
-        try:
-            drifts = super().unit_batch(xs, ts)
-        finally:
-            self._slots = ()
-        for d, extra in zip(drifts, self._lora_drifts, strict=False):
-            d.update(extra)
-        self._lora_drifts = []
-        return drifts
-
-    def guidance_gradient(
-        self, latents: torch.Tensor, draws: Sequence[dict[str, Any]], ts: Sequence[int]
-    ) -> torch.Tensor:
-        """VSD gradient w.r.t. ``latents`` [P*B, ...]; also the LoRA step (worker) or grads (synchronized)."""
+    # -- the gradient ------------------------------------------------------------------------------
+    def gradient(
+        self,
+        latents: torch.Tensor,
+        draws: Sequence[dict[str, Any]],
+        ts: Sequence[int],
+        slots: Sequence[State] = (),
+    ) -> tuple[torch.Tensor, list[Drift]]:
+        """VSD gradient w.r.t. ``latents`` [P*B, ...]; LoRA step (worker) or LoRA drifts (synchronized)."""
         dev = self.device
         conds, unconds = zip(
             *(self.prompts.condition(d["cameras"].elevation, d["cameras"].azimuth) for d in draws)
         )
-        cameras = [
-            torch.stack([d["cameras"].elevation, d["cameras"].azimuth, d["cameras"].distance], -1).to(dev)
-            for d in draws
-        ]
+        cameras = camera_rows(draws, dev)
         b = latents.shape[0] // len(draws)
         lora_draws = [self._lora_draws(t, b, tuple(latents.shape[1:])) for t in ts]
-        sds = self.cfg.sds
         if not self.synchronized:
             grad = vsd_gradient(
                 self.prior,
@@ -149,15 +119,15 @@ class TextTo3DVSD(TextTo3D):
                 cat_conditions(conds),
                 cat_conditions(unconds),
                 torch.cat(cameras),
-                sds,
+                self.sds,
                 self.vsd,
                 step=ts[0],
             )
             joined = {k: torch.cat([ld[k] for ld in lora_draws]) for k in lora_draws[0]}
             self._worker_step(latents, cat_conditions(conds), torch.cat(cameras), joined)
-            return grad
-        grads = []
-        for i, x in enumerate(self._slots):
+            return grad, []
+        grads, lora_drifts = [], []
+        for i, x in enumerate(slots):
             rows = slice(i * b, (i + 1) * b)
             load_lora(self.prior, {n: x[LORA + n] for n in self.lora_names})
             d = draws[i]
@@ -170,14 +140,14 @@ class TextTo3DVSD(TextTo3D):
                     conds[i],
                     unconds[i],
                     cameras[i],
-                    sds,
+                    self.sds,
                     self.vsd,
                     step=ts[i],
                 )
             )
             g = lora_grads(self.prior, latents[rows], conds[i], cameras[i], lora_draws[i])
-            self._lora_drifts.append({LORA + k: v for k, v in g.items()})
-        return torch.cat(grads)
+            lora_drifts.append({LORA + k: v for k, v in g.items()})
+        return torch.cat(grads), lora_drifts
 
     def _lora_draws(self, t: int, n: int, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         return draw_lora(
@@ -195,8 +165,8 @@ class TextTo3DVSD(TextTo3D):
         new_params, self._worker_state = self.lora_optimizer.step(params, grads, self._worker_state, 0)
         load_lora(self.prior, new_params)
 
-    def replicate(self, device: torch.device) -> TextTo3DVSD:
+    def replicate(self, device: torch.device | str) -> VariationalScoreDistillation:
         clone = super().replicate(device)
+        assert isinstance(clone, VariationalScoreDistillation)
         clone._worker_state = None
-        clone._slots, clone._lora_drifts = (), []
         return clone

@@ -7,8 +7,8 @@ import torch
 
 from dreampropeller.bench.picard import states_equal
 from dreampropeller.cli import main
-from dreampropeller.systems import run as run_module
-from dreampropeller.systems.checkpoint import load_checkpoint
+from dreampropeller.runs.directory import load_run_checkpoint as load_checkpoint
+from dreampropeller.runs.progress import Progress
 
 from .conftest import TINY_OVERRIDES
 
@@ -112,7 +112,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, rando
     full, _, _ = load_checkpoint(tmp_path / "full")
 
     calls = {"n": 0}
-    original = run_module.Progress.__call__
+    original = Progress.__call__
 
     def interrupting(self, info):
         calls["n"] += 1
@@ -120,12 +120,13 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, rando
             raise KeyboardInterrupt
         original(self, info)
 
-    monkeypatch.setattr(run_module.Progress, "__call__", interrupting)
+    monkeypatch.setattr(Progress, "__call__", interrupting)
     assert gen(tmp_path, random_prior_dir, *exact, out="cut", steps=7) == 130
-    monkeypatch.setattr(run_module.Progress, "__call__", original)
+    monkeypatch.setattr(Progress, "__call__", original)
     cut = tmp_path / "cut"
-    _, step, _ = load_checkpoint(cut)
+    _, step, solver_state = load_checkpoint(cut)
     assert 0 < step < 7 and (cut / "INCOMPLETE").exists()
+    assert "threshold" in solver_state  # the solver's resumable state travels in the checkpoint
     assert main(["generate", "--resume", str(cut), "--quiet"]) == 0
     resumed, step, _ = load_checkpoint(cut)
     assert step == 7 and states_equal(resumed, full)

@@ -1,0 +1,188 @@
+"""The run configuration schema: every section of a text- / image-to-3D run as a dataclass.
+
+``TextTo3DConfig`` is the root of every run (NeRF or Gaussians, SDS or VSD, text or image); YAML
+files and ``key=value`` overrides are merged on top by :mod:`dreampropeller.config.loading`.
+Defaults: the embedded tiny prior on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dreampropeller.guidance.prompts import PromptConfig
+from dreampropeller.guidance.sds import SDSConfig
+from dreampropeller.guidance.vsd import VSDConfig
+from dreampropeller.scene.cameras import CameraSampler
+from dreampropeller.scene.densify import DensifyConfig
+from dreampropeller.scene.nerf import NeRFConfig
+from dreampropeller.scene.shading import ShadingConfig
+
+BACKGROUNDS = ("random", "white", "black")
+
+
+def dreamgaussian_densify() -> DensifyConfig:
+    """DreamGaussian's text-to-3D schedule (from step 100 every 50), with a count cap that fits a CPU."""
+    return DensifyConfig(start=100, interval=50, max_count=50_000)
+
+
+@dataclass
+class GaussianConfig:
+    """A 3D Gaussian set trained by SDS (DreamGaussian's defaults where they exist; count sized for CPUs).
+
+    ``optimizer`` ``None`` means DreamGaussian's per-attribute Adam (see
+    :func:`dreampropeller.systems.gaussians.dreamgaussian_optimizer`); a mapping replaces it.
+    ``background``: per training view white or black with equal odds (``random``, DreamGaussian), or
+    fixed. ``memory_limit_gb`` ``None``: the free memory of the device, measured before the run.
+    """
+
+    num_points: int = 1000
+    radius: float = 0.5
+    init_opacity: float = 0.1
+    color_spread: float = 1.0 / 255.0
+    sh_degree: int = 0
+    color_mode: str = "sh"
+    backend: str = "auto"
+    background: str = "random"
+    densify: DensifyConfig = field(default_factory=dreamgaussian_densify)
+    optimizer: Any = None
+    memory_limit_gb: float | None = None
+    export_bound: float = 1.0
+
+
+@dataclass
+class ImageConfig:
+    """Image-to-3D: a reference view (RGBA, or RGB on a white background) seen from a fixed camera.
+
+    Losses at the reference camera: ``lambda_rgb * mse(rgb)`` and ``lambda_mask * mse(alpha)``
+    (DreamGaussian's 10000 and 1000), both ramped up linearly over the run when ``warmup``.
+    """
+
+    path: str | None = None
+    elevation: float = 0.0
+    azimuth: float = 0.0
+    distance: float = 1.75
+    fovy: float = 50.0
+    lambda_rgb: float = 10000.0
+    lambda_mask: float = 1000.0
+    warmup: bool = True
+
+
+@dataclass
+class RenderConfig:
+    """Training renders: resolution, cameras per step, samples per ray."""
+
+    height: int = 32
+    width: int = 32
+    batch_size: int = 2
+    num_samples: int = 32
+
+
+@dataclass
+class LevelsConfig:
+    """Progressive hash-grid levels: ``start`` levels at first, one more every ``every`` steps."""
+
+    start: int = 4
+    every: int = 60
+
+
+@dataclass
+class OccupancyConfig:
+    """Empty-space skipping (as nerfacc's occupancy grid): samples in empty cells are not evaluated.
+
+    The grid is a buffer of the Picard state, recomputed from the density in ``update`` every
+    ``every`` steps from ``start`` on (deterministic, so rollouts replay it exactly).
+    """
+
+    enabled: bool = True
+    resolution: int = 32
+    every: int = 16
+    start: int = 32
+    level: float = 0.05
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (numbers or ``[start_step, start, end, end_step]`` schedules)."""
+
+    lambda_sds: Any = 1.0
+    lambda_orient: Any = 0.0
+    lambda_sparsity: Any = 0.0
+    lambda_z_variance: Any = 0.0
+
+
+@dataclass
+class PicardConfig:
+    """How the run is propelled (window 1 = the sequential loop)."""
+
+    window: Any = "auto"
+    threshold: float | None = None
+    adaptive: bool = True
+    ema: float = 0.9
+    aggregate: str = "middle"
+    init: str = "copy"
+    scale: str = "step"
+    executor: str = "auto"
+    devices: list = field(default_factory=list)
+    max_batch: int | None = None
+
+
+@dataclass
+class ExportConfig:
+    """What a finished run writes."""
+
+    turntable_views: int = 120
+    fps: int = 30
+    video_size: int = 128
+    video_samples: int = 64
+    mesh_resolution: int = 96
+    mesh_threshold: Any = "auto"
+    elevation: float = 15.0
+    distance: float = 2.0
+    fovy: float = 50.0
+
+
+def default_optimizer() -> dict[str, Any]:
+    """DreamFusion's Adam: lr 0.01 (background 0.001), betas (0.9, 0.99), eps 1e-15."""
+    return {
+        "name": "adam",
+        "lr": 0.01,
+        "betas": [0.9, 0.99],
+        "eps": 1e-15,
+        "groups": [{"names": ["background.*"], "lr": 0.001}],
+    }
+
+
+@dataclass
+class TextTo3DConfig:
+    """Everything a text-to-3D run needs (defaults: the embedded tiny prior on a CPU)."""
+
+    prompt: str = ""
+    seed: int = 0
+    steps: int = 600
+    representation: str = "nerf"
+    prior: str = "tiny"
+    prior_path: str | None = None
+    guidance: str = "sds"  # sds, or vsd (ProlificDreamer: dreampropeller.guidance.variational)
+    device: str = "auto"
+    render: RenderConfig = field(default_factory=RenderConfig)
+    camera: CameraSampler = field(
+        default_factory=lambda: CameraSampler(
+            elevation_range=(-10.0, 60.0), distance_range=(1.5, 2.0), fovy_range=(40.0, 60.0)
+        )
+    )
+    nerf: NeRFConfig = field(default_factory=lambda: NeRFConfig(n_levels=8, finest_resolution=128))
+    shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(ambient_only_steps=0))
+    prompt_processing: PromptConfig = field(default_factory=PromptConfig)
+    sds: SDSConfig = field(
+        default_factory=lambda: SDSConfig(guidance_scale=20.0, min_step_percent=0.02, max_step_percent=0.98)
+    )
+    optimizer: dict = field(default_factory=default_optimizer)
+    levels: LevelsConfig = field(default_factory=LevelsConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    picard: PicardConfig = field(default_factory=PicardConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    vsd: VSDConfig = field(default_factory=VSDConfig)
+    gaussians: GaussianConfig = field(default_factory=GaussianConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)

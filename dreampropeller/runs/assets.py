@@ -1,0 +1,117 @@
+"""A finished state as an asset, one class per representation: what it renders (the one
+:data:`~dreampropeller.scene.views.RenderFn` contract), its mesh, and its native file, if any.
+
+Exports (:mod:`dreampropeller.runs.outputs`) and evaluation read assets only, never a process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from dreampropeller.config.schema import TextTo3DConfig
+from dreampropeller.export.fields import nerf_color_fn, nerf_density_fn, nerf_render_fn
+from dreampropeller.export.gaussians import gaussian_mesh, gaussian_render_fn, write_gaussian_ply
+from dreampropeller.export.mesh import Mesh, extract_mesh
+from dreampropeller.picard.process import State
+from dreampropeller.scene.views import RenderFn
+from dreampropeller.scene.volume import occupancy_grid
+from dreampropeller.systems.nerf import levels_at, nerf_keys
+
+OCCUPANCY_LEVEL = 0.05  # density below which a cell is skipped in exports (max pixel change ~0.04)
+EVAL_RESOLUTION = 64  # the evaluation views' size
+EVAL_SAMPLES = 64
+
+
+class Asset(Protocol):
+    """What a run made, independent of how it was trained."""
+
+    def render_fn(self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False) -> RenderFn:
+        """Renders at ``resolution`` px (``samples`` per ray and empty-space skipping: NeRF only)."""
+        ...
+
+    def mesh(self, colour: bool = True) -> Mesh:
+        """The asset's surface in the canonical z-up frame (vertex colours when ``colour``)."""
+        ...
+
+    def write_native(self, out: Path) -> None:
+        """The representation's own file in ``out`` (``gaussians.ply``), if it has one."""
+        ...
+
+
+class NerfAsset:
+    """A NeRF's parameters at its final hash-grid level count."""
+
+    def __init__(self, cfg: TextTo3DConfig, state: State, step: int) -> None:
+        self.cfg = cfg
+        self.params = {k: state[k] for k in nerf_keys(cfg.nerf)}
+        self.levels = levels_at(cfg, step)
+
+    def render_fn(self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False) -> RenderFn:
+        nerf = self.cfg.nerf
+        occupancy = None
+        if skip_empty:  # an occupancy grid of the final density: exports cost a fraction
+            density = nerf_density_fn(self.params, nerf, self.levels)
+            occupancy = occupancy_grid(density, nerf.radius, 64, OCCUPANCY_LEVEL)
+        return nerf_render_fn(
+            self.params,
+            nerf,
+            resolution,
+            resolution,
+            samples,
+            shading="diffuse",
+            active_levels=self.levels,
+            occupancy=occupancy,
+        )
+
+    def mesh(self, colour: bool = True) -> Mesh:
+        nerf, e = self.cfg.nerf, self.cfg.export
+        color_fn = nerf_color_fn(self.params, nerf, self.levels) if colour else None
+        with torch.no_grad():
+            return extract_mesh(
+                nerf_density_fn(self.params, nerf, self.levels),
+                color_fn,
+                bound=nerf.radius,
+                resolution=e.mesh_resolution,
+                threshold=e.mesh_threshold,
+            )
+
+    def write_native(self, out: Path) -> None:
+        """A NeRF has no native file besides the checkpoint."""
+
+
+class GaussianAsset:
+    """A 3D Gaussian set."""
+
+    def __init__(self, cfg: TextTo3DConfig, state: State) -> None:
+        self.cfg = cfg
+        self.state = {k: v.detach() for k, v in state.items() if k.startswith("gaussians.")}
+
+    def render_fn(self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False) -> RenderFn:
+        g = self.cfg.gaussians
+        return gaussian_render_fn(self.state, resolution, resolution, g.color_mode, backend=g.backend)
+
+    def mesh(self, colour: bool = True) -> Mesh:
+        g, e = self.cfg.gaussians, self.cfg.export
+        return gaussian_mesh(
+            self.state, g.color_mode, g.export_bound, e.mesh_resolution, e.mesh_threshold, colour
+        )
+
+    def write_native(self, out: Path) -> None:
+        """``gaussians.ply`` for 3DGS viewers."""
+        write_gaussian_ply(self.state, out / "gaussians.ply", self.cfg.gaussians.color_mode)
+
+
+def asset_of(cfg: TextTo3DConfig, state: State, step: int) -> Asset:
+    """The asset of a state of a run with config ``cfg`` at ``step``."""
+    if cfg.representation == "gaussians":
+        return GaussianAsset(cfg, state)
+    return NerfAsset(cfg, state, step)
+
+
+def evaluation_inputs(asset: Asset) -> tuple[RenderFn, tuple[object, object]]:
+    """``(render_fn, (vertices, faces))`` of an asset, as ``evaluate_asset`` takes them."""
+    mesh = asset.mesh(colour=isinstance(asset, GaussianAsset))
+    return asset.render_fn(EVAL_RESOLUTION), (mesh.vertices, mesh.faces)

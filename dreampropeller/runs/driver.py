@@ -1,0 +1,175 @@
+"""Driving a text- / image-to-3D run: resolve once, build the process, solve with progress and
+checkpoints, handle Ctrl-C / NaN / faults, then write the outputs and ``metrics.json``.
+
+``generate`` is the public entry point (also ``dreampropeller generate``); ``solve`` is the loop
+without a run directory (``bench generate`` uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dreampropeller.config.loading import build, merge_config
+from dreampropeller.config.schema import TextTo3DConfig
+from dreampropeller.guidance.registry import load_prior
+from dreampropeller.picard.executors import Executor
+from dreampropeller.picard.process import Process, State
+from dreampropeller.picard.solver import IterationInfo, PicardSolver, SolverResult
+from dreampropeller.runs.assets import asset_of
+from dreampropeller.runs.directory import (
+    finish_directory,
+    load_run_checkpoint,
+    log,
+    prepare_output,
+    save_run_checkpoint,
+    start_directory,
+)
+from dreampropeller.runs.metrics import run_metrics
+from dreampropeller.runs.outputs import write_outputs
+from dreampropeller.runs.progress import Progress
+from dreampropeller.runs.resolve import resolve_config, run_device, run_executor, solver_config
+from dreampropeller.systems.factory import build_process
+
+
+class RunError(RuntimeError):
+    """A run that stopped early (NaN, interrupt): the message says where its checkpoint is."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def make_process(cfg: TextTo3DConfig) -> Process:
+    """Load the prior of a resolved config and build its process (prompt encoded once)."""
+    device = run_device(cfg)
+    return build_process(cfg, load_prior(cfg.prior, cfg.prior_path, device), device)
+
+
+def solve(
+    process: Process,
+    cfg: TextTo3DConfig,
+    executor: Executor,
+    state: State | None = None,
+    start: int = 0,
+    solver_state: dict[str, Any] | None = None,
+    callback: Callable[[IterationInfo], None] | None = None,
+) -> SolverResult:
+    """Run the solver of a resolved config from ``state`` at ``start`` (default: a fresh state)."""
+    solver = PicardSolver(process, solver_config(cfg), executor=executor, callback=callback)
+    if solver_state:
+        solver.load_state_dict(solver_state)
+    return solver.run(process.initial_state() if state is None else state, cfg.steps, start)
+
+
+def _stopped(result: SolverResult, cfg: TextTo3DConfig, out: Path) -> RunError | None:
+    """The error of a run that did not finish (interrupt, fault, NaN), logged; None when it finished."""
+    status, step = result.stats.status, result.step
+    if status == "interrupted":
+        log(out, f"interrupted at step {step}")
+        return RunError(
+            f"interrupted at step {step}/{cfg.steps}; checkpoint saved: resume with "
+            f"`dreampropeller generate --resume {out}`",
+            130,
+        )
+    if status == "fault":
+        log(out, f"fault at step {step}: {result.fault}")
+        return RunError(f"{result.fault}; checkpoint of step {step} saved: resume with --resume {out}", 1)
+    if status == "nan":
+        log(out, f"NaN at step {step}")
+        return RunError(
+            f"NaN/Inf at step {step} (in its gradients or update); stopped and kept the last good "
+            f"checkpoint (step {step}) in {out}. Lower the learning rate or the guidance scale.",
+            1,
+        )
+    return None
+
+
+def run_text_to_3d(
+    cfg: TextTo3DConfig,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    exports: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) ``cfg`` into ``out``; returns the metrics written to ``out/metrics.json``."""
+    out = Path(out)
+    run = resolve_config(cfg)
+    executor = run_executor(run)  # first: under torchrun it picks this rank's GPU
+    if getattr(executor, "rank", 0) > 0:  # a distributed worker: evaluate units for rank 0, write nothing
+        return {"rank": executor.rank, "exit_code": executor.serve_all([make_process(run)])}
+    if not resume:
+        prepare_output(out, overwrite)
+    process = make_process(run)
+    start, state, solver_state = 0, None, None
+    if resume:
+        state, start, solver_state = load_run_checkpoint(out, run_device(run))
+    else:
+        start_directory(out, cfg, overwrite)
+        state = process.initial_state()
+        save_run_checkpoint(out, state, 0, {})
+    log(
+        out,
+        f"{'resume' if resume else 'start'} at step {start}/{run.steps}: window {run.picard.window}, "
+        f"executor {executor.name}, device {run.device}, prior {run.prior}",
+    )
+    bar = Progress(out, run.steps, start, progress)
+    t0 = time.perf_counter()
+    try:
+        result = solve(process, run, executor, state, start, solver_state, callback=bar)
+    finally:
+        bar.close()
+        executor.close()
+    save_run_checkpoint(out, result.state, result.step, result.solver_state)
+    stopped = _stopped(result, run, out)
+    if stopped is not None:
+        raise stopped
+    train_s = time.perf_counter() - t0
+    metrics = run_metrics(run, result, executor.name, train_s)
+    if hasattr(executor, "report"):
+        metrics["executor_report"] = executor.report()
+    if exports:
+        t1 = time.perf_counter()
+        write_outputs(asset_of(run, result.state, run.steps), out, run)
+        metrics["wall_clock_split"]["export_s"] = round(time.perf_counter() - t1, 3)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    finish_directory(out)
+    log(out, f"done: {result.stats.iterations} iterations for {run.steps - start} steps in {train_s:.1f}s")
+    return metrics
+
+
+def load_config(
+    prompt: str | None = None,
+    files: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    **settings: Any,
+) -> TextTo3DConfig:
+    """A run config: defaults + YAML ``files`` + ``settings`` (``steps=200``, ``representation=...``)
+    + ``key=value`` ``overrides``; unknown keys are an error naming the key."""
+    extra = {k: v for k, v in settings.items() if v is not None}
+    if prompt is not None:
+        extra["prompt"] = prompt
+    data = merge_config(TextTo3DConfig(), files, overrides, free=["optimizer"], extra=extra)
+    return build(TextTo3DConfig, data)
+
+
+def generate(
+    prompt: str,
+    out: str | Path,
+    *,
+    config: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Text-to-3D into the run directory ``out`` (what ``dreampropeller generate`` does); returns the
+    metrics. ``settings`` are top-level config keys (``steps=200``, ``seed=1``), ``overrides`` dotted
+    ``key=value`` strings (``picard.window=8``), ``config`` YAML files or bundled config names."""
+    cfg = load_config(prompt, config, overrides, **settings)
+    return run_text_to_3d(cfg, Path(out), overwrite=overwrite, progress=progress)
