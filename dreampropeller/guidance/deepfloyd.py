@@ -17,13 +17,9 @@ import torch
 from dreampropeller.guidance.prior import TextCondition
 from dreampropeller.guidance.stable_diffusion import (
     UNetPrior,
-    check_components,
-    default_dtype,
-    load_component,
     resize,
 )
 
-IF_COMPONENTS = ("unet", "text_encoder", "tokenizer", "scheduler")
 MAX_TOKENS = 77  # IF's prompt length
 
 
@@ -31,6 +27,7 @@ class DeepFloydPrior(UNetPrior):
     """DeepFloyd IF stage I (see the module docstring)."""
 
     name = "if"
+    what = "DeepFloyd IF"
     uses_camera = False
 
     def __init__(self, unet: Any, text_encoder: Any, tokenizer: Any, scheduler: Any) -> None:
@@ -49,20 +46,19 @@ class DeepFloydPrior(UNetPrior):
         channels_last: bool = False,
     ) -> DeepFloydPrior:
         """Load from a diffusers IF-I directory or cached hub id (one clear line when a part is missing)."""
+        return cls.load_components(path, device, dtype, attention, channels_last)
+
+    @classmethod
+    def component_loaders(cls) -> dict[str, tuple[Any, bool]]:
         from diffusers import DDPMScheduler, UNet2DConditionModel
         from transformers import AutoTokenizer, T5EncoderModel
 
-        path = str(path)
-        what = "DeepFloyd IF"
-        check_components(path, IF_COMPONENTS, what)
-        dt = default_dtype(device, dtype)
-        unet = load_component(UNet2DConditionModel, path, "unet", what, torch_dtype=dt)
-        text_encoder = load_component(T5EncoderModel, path, "text_encoder", what, torch_dtype=dt)
-        tokenizer = load_component(AutoTokenizer, path, "tokenizer", what)
-        scheduler = load_component(DDPMScheduler, path, "scheduler", what)
-        prior = cls(unet, text_encoder, tokenizer, scheduler)
-        prior.configure(attention, channels_last)
-        return prior.to(device).eval().requires_grad_(False)
+        return {
+            "unet": (UNet2DConditionModel, True),
+            "text_encoder": (T5EncoderModel, True),
+            "tokenizer": (AutoTokenizer, False),
+            "scheduler": (DDPMScheduler, False),
+        }
 
     def encode_text(self, prompts: Sequence[str]) -> TextCondition:
         """T5 hidden states [B, L, D] (padding masked inside the encoder, as the IF pipeline does)."""

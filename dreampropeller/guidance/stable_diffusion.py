@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from dreampropeller.guidance.prior import DiffusionPrior, TextCondition
 
-SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 ATTENTION = ("sdpa", "slicing", "default")
 
 
@@ -181,6 +180,36 @@ class UNetPrior(DiffusionPrior):
             out = a.sqrt() * out + (1.0 - a).sqrt() * noisy.float()
         return out
 
+    what = "a diffusers prior"
+
+    @classmethod
+    def component_loaders(cls) -> dict[str, tuple[Any, bool]]:
+        """``{component: (diffusers / transformers class, takes a dtype)}`` in loading order (override)."""
+        raise NotImplementedError
+
+    @classmethod
+    def load_components(
+        cls,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | str | None = None,
+        attention: str = "sdpa",
+        channels_last: bool = False,
+    ) -> Any:
+        """Load every component offline from a diffusers directory or cached hub id (one clear line
+        naming a missing part), build the prior, configure attention and freeze it on ``device``."""
+        path = str(path)
+        loaders = cls.component_loaders()
+        check_components(path, tuple(loaders), cls.what)
+        dt = default_dtype(device, dtype)
+        parts = {
+            name: load_component(loader, path, name, cls.what, **({"torch_dtype": dt} if typed else {}))
+            for name, (loader, typed) in loaders.items()
+        }
+        prior = cls(**parts)
+        prior.configure(attention, channels_last)
+        return prior.to(device).eval().requires_grad_(False)
+
     def configure(self, attention: str = "sdpa", channels_last: bool = False) -> None:
         """Set the attention implementation (``sdpa``, ``slicing``, ``default``) and the memory layout."""
         configure_unet(self.unet, attention, channels_last)
@@ -191,6 +220,7 @@ class StableDiffusionPrior(UNetPrior):
     """Stable Diffusion 1.x / 2.x (see the module docstring)."""
 
     name = "sd"
+    what = "Stable Diffusion"
     uses_camera = False
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any) -> None:
@@ -212,21 +242,20 @@ class StableDiffusionPrior(UNetPrior):
         channels_last: bool = False,
     ) -> StableDiffusionPrior:
         """Load from a diffusers directory or cached hub id (one clear line when a component is missing)."""
+        return cls.load_components(path, device, dtype, attention, channels_last)
+
+    @classmethod
+    def component_loaders(cls) -> dict[str, tuple[Any, bool]]:
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        path = str(path)
-        what = "Stable Diffusion"
-        check_components(path, SD_COMPONENTS, what)
-        dt = default_dtype(device, dtype)
-        unet = load_component(UNet2DConditionModel, path, "unet", what, torch_dtype=dt)
-        vae = load_component(AutoencoderKL, path, "vae", what, torch_dtype=dt)
-        text_encoder = load_component(CLIPTextModel, path, "text_encoder", what, torch_dtype=dt)
-        tokenizer = load_component(CLIPTokenizer, path, "tokenizer", what)
-        scheduler = load_component(DDIMScheduler, path, "scheduler", what)
-        prior = cls(unet, vae, text_encoder, tokenizer, scheduler)
-        prior.configure(attention, channels_last)
-        return prior.to(device).eval().requires_grad_(False)
+        return {
+            "unet": (UNet2DConditionModel, True),
+            "vae": (AutoencoderKL, True),
+            "text_encoder": (CLIPTextModel, True),
+            "tokenizer": (CLIPTokenizer, False),
+            "scheduler": (DDIMScheduler, False),
+        }
 
     def encode_text(self, prompts: Sequence[str]) -> TextCondition:
         """CLIP last hidden states [B, 77, D] of ``prompts`` (padded to the tokenizer's max length)."""
