@@ -78,6 +78,11 @@ class ScoreDistillation:
         return self.prior.encode_images(rgb)
 
     # -- the gradient ------------------------------------------------------------------------------
+    def conditions(self, draws: Sequence[dict[str, Any]]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """Per slot the (conditional, unconditional) text conditions of its cameras."""
+        pairs = [self.prompts.condition(d["cameras"].elevation, d["cameras"].azimuth) for d in draws]
+        return tuple(c for c, _ in pairs), tuple(u for _, u in pairs)
+
     def gradient(
         self,
         latents: torch.Tensor,
@@ -87,9 +92,7 @@ class ScoreDistillation:
     ) -> tuple[torch.Tensor, list[Drift]]:
         """``(d loss / d latents [P*B, ...], drifts of the guidance's own state per slot)``."""
         dev = self.device
-        cond, uncond = zip(
-            *(self.prompts.condition(d["cameras"].elevation, d["cameras"].azimuth) for d in draws)
-        )
+        cond, uncond = self.conditions(draws)
         camera = torch.cat(camera_rows(draws, dev))
         t_all = torch.cat([d["t"] for d in draws]).to(dev)
         noise = torch.cat([d["noise"] for d in draws]).to(dev, latents.dtype)

@@ -104,9 +104,7 @@ class VariationalScoreDistillation(ScoreDistillation):
     ) -> tuple[torch.Tensor, list[Drift]]:
         """VSD gradient w.r.t. ``latents`` [P*B, ...]; LoRA step (worker) or LoRA drifts (synchronized)."""
         dev = self.device
-        conds, unconds = zip(
-            *(self.prompts.condition(d["cameras"].elevation, d["cameras"].azimuth) for d in draws)
-        )
+        conds, unconds = self.conditions(draws)
         cameras = camera_rows(draws, dev)
         b = latents.shape[0] // len(draws)
         lora_draws = [self._lora_draws(t, b, tuple(latents.shape[1:])) for t in ts]

@@ -9,6 +9,7 @@ from dreampropeller.scene.densify import (
     GRAD_ACCUM,
     MAX_RADII,
     DensifyConfig,
+    DensifyStrategy,
     accumulate_stats,
     densify_and_prune,
     densify_due,
@@ -192,3 +193,20 @@ def test_missing_stats_is_a_clear_error():
     del s[COUNT]
     with pytest.raises(GaussianError, match="accumulate_stats"):
         densify_and_prune(s, CFG, torch.Generator())
+
+
+def test_strategy_step_matches_the_functions_it_schedules():
+    """``DensifyStrategy.step`` = accumulate, then densify / prune when due, with the same index map."""
+    cfg = DensifyConfig(start=0, interval=1, grad_threshold=0.5, percent_dense=0.01, max_count=100)
+    strategy = DensifyStrategy(cfg)
+    stats = {k: v for k, v in scenario().items() if k in (COUNT, GRAD_ACCUM, MAX_RADII)}
+    base = {**scenario(), **{k: torch.zeros_like(v) for k, v in stats.items()}}
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    got, got_map = strategy.step(base, stats, 0, gen_a)
+    want, want_map = densify_and_prune(accumulate_stats(base, stats), cfg, gen_b)
+    assert got_map is not None and set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert all(torch.equal(got_map.sources[k], want_map.sources[k]) for k in want_map.sources)
+    idle = DensifyStrategy(DensifyConfig(start=50, interval=10))
+    same, none = idle.step(base, stats, 0, gen_a)
+    assert none is None and same is base
