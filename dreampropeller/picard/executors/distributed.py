@@ -383,11 +383,13 @@ class DistributedExecutor(Executor):
         return self.fault
 
     def _wait(self, work: Any, what: str, rank: int | None = None, timeout: float | None = None) -> None:
+        """Wait for ``work`` at most ``timeout`` (what is left of the configured timeout, by default
+        all of it); a failure names the configured timeout, the one a user can change."""
         limit = self.timeout if timeout is None else timeout
         try:
             work.wait(timeout=datetime.timedelta(seconds=limit))
         except Exception as err:
-            raise self._fail(what, err, rank, limit) from err
+            raise self._fail(what, err, rank, self.timeout) from err
 
     def _broadcast_header(self, op: int, meta: Any = None) -> None:
         frame, extra = make_frame(op, meta)
