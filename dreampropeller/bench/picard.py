@@ -8,13 +8,15 @@ from typing import Any
 
 import torch
 
+from dreampropeller.bench.controls import make_control
 from dreampropeller.bench.problems import make_problem
 from dreampropeller.picard.executors import Executor
 from dreampropeller.picard.process import State
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 
 DEFAULT_PROBLEMS = ("quadratic", "mlp", "nonconvex", "growing")
-STRICT = {"threshold": 0.1, "adaptive": False}
+PAPER = {"threshold": None, "adaptive": True, "aggregate": "middle"}
+"""The DreamPropeller authors' rule (adaptive EMA of the window's middle error), shown for comparison."""
 
 
 def states_equal(a: State, b: State) -> bool:
@@ -33,6 +35,10 @@ def relative_deviation(a: State, b: State, keys: Sequence[str]) -> float:
     return (num / max(den, 1e-300)) ** 0.5
 
 
+def _loss_change(loss: float, reference: float) -> float:
+    return (loss - reference) / abs(reference) if reference else 0.0
+
+
 def bench_problem(
     name: str,
     window: int = 8,
@@ -42,7 +48,7 @@ def bench_problem(
     windows: Sequence[int] = (2, 4, 8, 16),
     check_exact: bool = True,
 ) -> dict[str, Any]:
-    """One problem: sequential, propelled (default rule and a strict rule), exactness at threshold 0."""
+    """One problem: sequential, propelled (``config``: default the sound rule), the authors' rule, exact@0."""
     problem = make_problem(name, steps=steps)
     proc, x0, T = problem.process, problem.x0, problem.steps
     t0 = time.perf_counter()
@@ -52,7 +58,7 @@ def bench_problem(
     t1 = time.perf_counter()
     prop = PicardSolver(proc, SolverConfig(window=window, **cfg), executor=executor).run(x0, T)
     prop_s = time.perf_counter() - t1
-    strict = PicardSolver(proc, SolverConfig(window=window, **STRICT), executor=executor).run(x0, T)
+    paper = PicardSolver(proc, SolverConfig(window=window, **PAPER), executor=executor).run(x0, T)
     exact = None
     if check_exact:
         zero = PicardSolver(
@@ -61,6 +67,10 @@ def bench_problem(
         exact = states_equal(zero.run(x0, T).state, seq.state)
     loss_seq = problem.report_loss(seq.state)
     loss_prop = problem.report_loss(prop.state)
+    loss_paper = problem.report_loss(paper.state)
+    # the noise floor: the same problem's sequential run from another seed
+    other = make_problem(name, seed=1, steps=steps)
+    loss_other = other.report_loss(run_sequential(other.process, other.x0, other.steps).state)
     sweep = {}
     for p in windows:
         r = PicardSolver(proc, SolverConfig(window=p, **cfg), executor=executor).run(x0, T)
@@ -69,12 +79,15 @@ def bench_problem(
         "name": name,
         "T": T,
         "window": window,
+        "rule": SolverConfig(window=window, **cfg).rule,
         "iterations": prop.stats.iterations,
         "unit_evals": prop.stats.unit_evals,
+        "units_per_step": round(prop.stats.unit_evals / max(T, 1), 3),
         "rounds_speedup": round(T / max(prop.stats.iterations, 1), 3),
         "loss_sequential": loss_seq,
         "loss_propelled": loss_prop,
-        "loss_rel_change": (loss_prop - loss_seq) / abs(loss_seq) if loss_seq else 0.0,
+        "loss_rel_change": _loss_change(loss_prop, loss_seq),
+        "loss_seed_floor": _loss_change(loss_other, loss_seq),
         "rel_deviation": relative_deviation(prop.state, seq.state, proc.param_keys),
         "exact_at_zero_threshold": exact,
         "status": prop.stats.status,
@@ -86,28 +99,71 @@ def bench_problem(
             "bookkeeping_s": round(prop.stats.bookkeeping_s, 4),
             "comm_s": round(prop.stats.comm_s, 4),
         },
-        "strict": {
-            "rule": STRICT,
-            "rounds_speedup": round(T / max(strict.stats.iterations, 1), 3),
-            "loss_propelled": problem.report_loss(strict.state),
-            "loss_rel_change": (problem.report_loss(strict.state) - loss_seq) / abs(loss_seq)
-            if loss_seq
-            else 0.0,
+        "paper": {
+            "rule": SolverConfig(window=window, **PAPER).rule,
+            "rounds_speedup": round(T / max(paper.stats.iterations, 1), 3),
+            "units_per_step": round(paper.stats.unit_evals / max(T, 1), 3),
+            "loss_propelled": loss_paper,
+            "loss_rel_change": _loss_change(loss_paper, loss_seq),
         },
         "rounds_speedup_by_window": sweep,
     }
 
 
-def format_table(results: Sequence[dict[str, Any]]) -> str:
-    """A text table of rounds_speedup per window, plus the quality columns."""
+def bench_control(
+    name: str,
+    config: dict[str, Any] | None = None,
+    windows: Sequence[int] = (4, 8, 16),
+    steps: int = 300,
+) -> dict[str, Any]:
+    """A negative control: rounds speedup by window under ``config`` and under the authors' rule.
+
+    Its guesses are never right, so a sound rule must give ~1.0x (one exact step per iteration).
+    """
+    control = make_control(name)
+    x0 = control.initial_state()
+    cfg = dict(config or {})
+
+    def speedups(rule: dict[str, Any]) -> dict[str, float]:
+        return {
+            str(p): round(
+                PicardSolver(control, SolverConfig(window=p, **rule)).run(x0, steps).stats.rounds_speedup, 3
+            )
+            for p in windows
+        }
+
+    return {
+        "name": name,
+        "T": steps,
+        "rule": SolverConfig(**cfg).rule,
+        "rounds_speedup_by_window": speedups(cfg),
+        "paper_rounds_speedup_by_window": speedups(PAPER),
+    }
+
+
+def format_table(results: Sequence[dict[str, Any]], controls: Sequence[dict[str, Any]] = ()) -> str:
+    """Rounds speedup per window and the quality columns; the negative controls below."""
     windows = list(results[0]["rounds_speedup_by_window"]) if results else []
     head = f"{'problem':<11}" + "".join(f"{'p=' + w:>8}" for w in windows)
-    head += f"{'loss seq':>12}{'loss prop':>12}{'d loss':>9}{'strict x':>10}{'strict d':>10}{'exact@0':>9}"
-    lines = [head]
+    head += f"{'units/step':>11}{'d loss':>9}{'seed floor':>11}{'paper x':>9}{'paper d':>10}{'exact@0':>9}"
+    lines = [f"rule: {results[0]['rule']}" if results else "", head]
     for r in results:
         row = f"{r['name']:<11}" + "".join(f"{r['rounds_speedup_by_window'][w]:>8.2f}" for w in windows)
-        row += f"{r['loss_sequential']:>12.4g}{r['loss_propelled']:>12.4g}{r['loss_rel_change']:>+9.2%}"
-        row += f"{r['strict']['rounds_speedup']:>10.2f}{r['strict']['loss_rel_change']:>+10.2%}"
+        row += f"{r['units_per_step']:>11.2f}{r['loss_rel_change']:>+9.2%}{r['loss_seed_floor']:>+11.1%}"
+        row += f"{r['paper']['rounds_speedup']:>9.2f}{r['paper']['loss_rel_change']:>+10.2%}"
         row += f"{r['exact_at_zero_threshold']!s:>9}"
         lines.append(row)
+    if controls:
+        cw = list(controls[0]["rounds_speedup_by_window"])
+        lines.append("")
+        lines.append(
+            f"{'control':<11}"
+            + "".join(f"{'p=' + w:>8}" for w in cw)
+            + "   paper: "
+            + " ".join(f"p={w}" for w in cw)
+        )
+        for c in controls:
+            row = f"{c['name']:<11}" + "".join(f"{c['rounds_speedup_by_window'][w]:>8.2f}" for w in cw)
+            row += "   " + " ".join(f"{c['paper_rounds_speedup_by_window'][w]:>6.2f}" for w in cw)
+            lines.append(row)
     return "\n".join(lines)

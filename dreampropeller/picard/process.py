@@ -154,3 +154,21 @@ def map_rows(guess: State, before: State, after: State, index_map: IndexMap) -> 
             disp[valid] = delta[src[valid]]
         out[key] = value + disp
     return out
+
+
+def matched_rows(before: State, after: State, index_map: IndexMap) -> tuple[State, State]:
+    """``after`` and ``before`` restricted to the rows they share through ``index_map``, aligned.
+
+    Each new row with a source is paired with that source row; new rows without one are left out.
+    Keys the map does not name are returned whole. Used to measure a structure-changing step.
+    """
+    new: State = {}
+    old: State = {}
+    for key, value in after.items():
+        src = index_map.sources.get(key)
+        if src is None:
+            new[key], old[key] = value, before[key]
+            continue
+        valid = src >= 0
+        new[key], old[key] = value[valid], before[key][src[valid]]
+    return new, old

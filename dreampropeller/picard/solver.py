@@ -8,8 +8,15 @@ Window ``[b, b+n)``, ``x[b]`` exact. Each iteration:
 4. the new start is the first ``t`` whose error exceeds the threshold, else ``b+n``; ``y`` there is
    exact because every drift before it came from an accepted guess (so progress >= 1 step);
 5. guesses from the new start on become the rollout; new slots are copies of the last rolled-out
-   state (``copy``, the authors' rule) or continue it with the last drift (``extrapolate``);
-6. the threshold adapts to the window's errors (:mod:`dreampropeller.picard.threshold`).
+   state (``copy``, the authors' rule) or continue it with the last drift (``extrapolate``).
+
+Acceptance. Errors are measured in units of the window's exact first step (``scale="step"``: the
+squared distance of a guess from the rollout divided by the squared length of the step from ``x[b]``
+to ``x[b+1]``). The default rule is a fixed tolerance in those units, ODE-solver style
+(``error <= threshold + atol / step^2``): its meaning does not depend on the errors it judges, so a
+process whose guesses are never right gets ~1 step per iteration. The authors' adaptive rule
+(``thr <- ema * thr + (1 - ema) * agg(errors)``, :mod:`dreampropeller.picard.threshold`) is kept as
+``SolverConfig.paper()``; it accepts about half of every window whatever the errors are.
 
 Structure changes (``update`` returning an :class:`IndexMap`) stop the rollout where a guess no longer
 fits (infinite error); the guesses after it are carried through the map exactly. With a fixed
@@ -36,6 +43,7 @@ from dreampropeller.picard.process import (
     as_updated,
     clone_state,
     map_rows,
+    matched_rows,
     shapes_of,
 )
 from dreampropeller.picard.threshold import AGGREGATES, AdaptiveThreshold
@@ -43,19 +51,43 @@ from dreampropeller.picard.threshold import AGGREGATES, AdaptiveThreshold
 INITS = ("copy", "extrapolate")
 SCALES = ("none", "step")
 
+DEFAULT_TOLERANCE = 0.1
+"""The sound default: a guess is accepted when its squared distance from the rollout is at most 0.1 of
+the exact step's squared length (about a third of a step). Calibrated on the bench problems, the
+negative controls and text-to-3D (docs/acceptance.md)."""
+
 
 @dataclass
 class SolverConfig:
-    """Knobs of the solver. ``threshold=None`` starts from the first window's aggregated error."""
+    """Knobs of the solver.
+
+    The default is the sound rule: a fixed tolerance ``threshold`` in units of the exact step's squared
+    length, plus ``atol`` in the process's own distance units (``error <= threshold + atol / step^2``).
+    ``adaptive=True`` switches to the authors' EMA rule (``threshold`` is then its start value;
+    ``None`` starts from the first window's aggregated error); :meth:`paper` builds that rule.
+    """
 
     window: int = 8
-    threshold: float | None = None
-    adaptive: bool = True
+    threshold: float | None = DEFAULT_TOLERANCE
+    adaptive: bool = False
     ema: float = 0.9
     aggregate: str = "middle"
     init: str = "copy"
     scale: str = "step"
     max_threshold: float = math.inf
+    atol: float = 0.0
+
+    @classmethod
+    def paper(cls, window: int = 8, aggregate: str = "middle", **kwargs: Any) -> SolverConfig:
+        """The DreamPropeller authors' rule: adaptive EMA of the window's ``aggregate`` error."""
+        return cls(window=window, threshold=None, adaptive=True, aggregate=aggregate, **kwargs)
+
+    @property
+    def rule(self) -> str:
+        """A short name of the acceptance rule (for reports)."""
+        if self.adaptive:
+            return f"ema-{self.aggregate}"
+        return f"tol={self.threshold:g}" + (f"+atol={self.atol:g}" if self.atol else "")
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int) or self.window < 1:
@@ -72,6 +104,8 @@ class SolverConfig:
             raise PicardError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.threshold is None and not self.adaptive:
             raise PicardError("a fixed threshold (adaptive=False) needs a threshold value, e.g. 0")
+        if not math.isfinite(self.atol) or self.atol < 0:
+            raise PicardError(f"atol must be a finite number >= 0, got {self.atol!r}")
 
 
 @dataclass
@@ -122,6 +156,8 @@ class IterationInfo:
     errors: list[float]
     state: State
     stats: SolverStats
+    solver_state: dict[str, Any] = field(default_factory=dict)
+    """What a checkpoint taken now must store to resume exactly (see :meth:`PicardSolver.state_dict`)."""
 
 
 @dataclass
@@ -139,6 +175,7 @@ class SolverResult:
     stats: SolverStats
     threshold: float | None
     fault: str | None = None
+    solver_state: dict[str, Any] = field(default_factory=dict)
 
 
 def _finite(d: Drift) -> bool:
@@ -168,6 +205,9 @@ class PicardSolver:
             self.config.aggregate,
             self.config.max_threshold,
         )
+        self._step2: float | None = None
+        keys = getattr(process, "unit_keys", ()) or ()
+        self._unit_buffers = tuple(k for k in keys if k not in set(process.param_keys))
 
     # -- validation -------------------------------------------------------------------------------
     def _check_initial(self, x0: State) -> None:
@@ -189,6 +229,11 @@ class PicardSolver:
     def _distance(self, rolled: State, guess: State, t: int) -> float:
         if shapes_of(rolled) != shapes_of(guess):
             return math.inf
+        # buffers a unit reads besides the parameters (e.g. an occupancy grid): a guess whose unit saw
+        # other buffers than the rollout's computed another function, however close its parameters
+        for k in self._unit_buffers:
+            if k in rolled and not torch.equal(rolled[k], guess[k]):
+                return math.inf
         try:
             return float(self.process.distance(rolled, guess))
         except Exception as err:
@@ -197,20 +242,56 @@ class PicardSolver:
                 f"({type(err).__name__}: {err})"
             ) from err
 
-    def _scaled(self, errors: list[float], rolled: list[State]) -> list[float]:
+    def _exact_step(self, rolled: list[State], maps: list[tuple[State, State, IndexMap]]) -> float | None:
+        """Squared length of the exact first step ``x[b] -> x[b+1]``; ``None`` when it has none.
+
+        When that step changed structure, it is measured on the matched rows (each new row against
+        its source row; rows with no source left out), so the scale keeps its unit.
+        """
+        if len(rolled) < 2:
+            return None
+        before, after = rolled[0], rolled[1]
+        try:
+            if shapes_of(before) == shapes_of(after):
+                return float(self.process.distance(after, before))
+            index_map = next((m for b, a, m in maps if b is before and a is after), None)
+            if index_map is None:
+                return None
+            return float(self.process.distance(*matched_rows(before, after, index_map)))
+        except Exception:  # a custom distance that cannot compare row subsets: no scale this window
+            return None
+
+    def _scaled(
+        self, errors: list[float], rolled: list[State], maps: list[tuple[State, State, IndexMap]]
+    ) -> tuple[list[float], float]:
         """Errors in units of the exact first step's squared length (``scale="step"``), or as measured.
 
-        Only the first rolled-out step is exact; speculative steps can be arbitrarily large (a guess
-        far off), so they must not set the scale.
+        Returns the errors and the extra allowance ``atol`` in the same unit. Only the exact step sets
+        the scale: speculative steps can be arbitrarily large (a guess far off). A window whose exact
+        step has no usable length (zero, or a structure change the distance cannot match) takes the
+        last usable one; with none known yet its guesses are judged as infinitely far (never accepted).
         """
-        if self.config.scale == "none" or not errors or len(rolled) < 2:
-            return errors
-        if shapes_of(rolled[0]) != shapes_of(rolled[1]):
-            return errors
-        step2 = float(self.process.distance(rolled[1], rolled[0]))
-        if math.isfinite(step2) and step2 > 0:
-            return [e / step2 for e in errors]
-        return [0.0 if e == 0 else math.inf for e in errors]
+        if self.config.scale == "none":
+            return errors, self.config.atol
+        step2 = self._exact_step(rolled, maps)
+        if step2 is not None and math.isfinite(step2) and step2 > 0:
+            self._step2 = step2
+        scale = self._step2
+        if scale is None:
+            return [0.0 if e == 0 else math.inf for e in errors], 0.0
+        return [e / scale for e in errors], self.config.atol / scale
+
+    # -- resumable state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The solver's own resumable state (JSON-ready): the threshold and the last step scale."""
+        return {"threshold": self.threshold.value, "step_scale": self._step2}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (missing entries keep their configured values)."""
+        if state.get("threshold") is not None:
+            self.threshold.value = float(state["threshold"])
+        if state.get("step_scale") is not None:
+            self._step2 = float(state["step_scale"])
 
     def _update(self, x: State, d: Drift, t: int, check_inplace: bool) -> tuple[State, IndexMap | None]:
         versions = {k: v._version for k, v in x.items()} if check_inplace else None
@@ -254,8 +335,8 @@ class PicardSolver:
                 rolled, errors, bad_at, maps = self._rollout(guesses, drifts, b, check=stats.iterations == 0)
                 t3 = time.perf_counter()
                 stats.rollout_s += t3 - t2
-                errors = self._scaled(errors, rolled)
-                thr = self.threshold.current(errors)
+                errors, allowance = self._scaled(errors, rolled, maps)
+                thr = self.threshold.current(errors) + allowance
                 accepted = len(rolled) - 1
                 for j, e in enumerate(errors, start=1):
                     if e > thr:
@@ -282,7 +363,9 @@ class PicardSolver:
                     raise RuntimeError("Picard solver exceeded its iteration cap")
                 if self.callback is not None:
                     self.callback(
-                        IterationInfo(stats.iterations, b, steps, accepted, thr, errors, exact, stats)
+                        IterationInfo(
+                            stats.iterations, b, steps, accepted, thr, errors, exact, stats, self.state_dict()
+                        )
                     )
             else:
                 stats.status = "done"
@@ -296,7 +379,7 @@ class PicardSolver:
             fault = f"{type(err).__name__}: {err}"
         stats.wall_s = time.perf_counter() - t_wall
         stats.comm_s = self.executor.comm_seconds - comm0
-        return SolverResult(exact, b, stats, self.threshold.value, fault)
+        return SolverResult(exact, b, stats, self.threshold.value, fault, self.state_dict())
 
     def _rollout(
         self, guesses: list[State], drifts: list[Drift], b: int, check: bool
@@ -309,8 +392,8 @@ class PicardSolver:
             if j > 0:
                 e = self._distance(rolled[j], guesses[j], b + j)
                 errors.append(e)
-                if e == math.inf:
-                    return rolled, errors, None, maps
+                if e == math.inf and shapes_of(rolled[j]) != shapes_of(guesses[j]):
+                    return rolled, errors, None, maps  # its drift no longer fits the rolled structure
             if not _finite(d):
                 return rolled, errors, j, maps
             nxt, index_map = self._update(rolled[j], d, b + j, check and j == 0)
