@@ -26,7 +26,17 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             out.append(f"{key}={value}")
     if getattr(args, "image", None):
         out.append(f"image.path={Path(args.image).expanduser().resolve()}")
-    if args.threshold is not None and args.fixed_threshold:
+    if args.fixed_threshold:
+        from dreampropeller.config.loading import ConfigError
+
+        if args.threshold is None:
+            raise ConfigError("--fixed-threshold keeps --threshold fixed: give --threshold too (0 = exact)")
+        out.append("picard.adaptive=false")
+    if args.rule == "ema":  # the authors' adaptive rule, started from the first window unless told
+        out.append("picard.adaptive=true")
+        if args.threshold is None:
+            out.append("picard.threshold=null")
+    elif args.rule == "tolerance":
         out.append("picard.adaptive=false")
     return out
 
@@ -92,8 +102,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="optimization steps")
     p.add_argument("--window", help="Picard window: 1 = sequential; auto = fastest measured on this hardware")
     p.add_argument("--executor", choices=["auto", "sequential", "batched", "devices", "distributed"])
-    p.add_argument("--threshold", type=float, help="start threshold (errors in units of one step's length^2)")
-    p.add_argument("--fixed-threshold", action="store_true", help="keep --threshold fixed (0 = exact)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="acceptance tolerance in units of the exact step's squared length (default 0.1; 0 = exactly "
+        "the sequential run); with --rule ema, the start value of the adaptive threshold",
+    )
+    p.add_argument(
+        "--rule",
+        choices=["tolerance", "ema"],
+        help="tolerance (default): accept guesses within --threshold of the rollout, a rule whose speedup "
+        "holds at sequential quality; ema: the DreamPropeller authors' adaptive rule, which accepts about "
+        "half of every window whatever the errors (for reproducing the paper)",
+    )
+    p.add_argument(
+        "--fixed-threshold", action="store_true", help="keep --threshold fixed (needs --threshold)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--prior", help="tiny (embedded default), sd, if")
     p.add_argument("--prior-path", help="local directory or hub id of the prior's weights")

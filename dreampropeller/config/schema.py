@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dreampropeller.guidance.prompts import PromptConfig
+from dreampropeller.picard.solver import DEFAULT_TOLERANCE
 from dreampropeller.guidance.sds import SDSConfig
 from dreampropeller.guidance.vsd import VSDConfig
 from dreampropeller.scene.cameras import CameraSampler
@@ -113,11 +114,17 @@ class LossConfig:
 
 @dataclass
 class PicardConfig:
-    """How the run is propelled (window 1 = the sequential loop)."""
+    """How the run is propelled (window 1 = the sequential loop).
+
+    The default acceptance rule is the sound one: a fixed tolerance ``threshold`` in units of the exact
+    step's squared length (plus ``atol`` in absolute mean squared difference). ``adaptive=true`` is the
+    DreamPropeller authors' EMA rule (``threshold`` its start value, null = from the first window).
+    """
 
     window: Any = "auto"
-    threshold: float | None = None
-    adaptive: bool = True
+    threshold: float | None = DEFAULT_TOLERANCE
+    adaptive: bool = False
+    atol: float = 0.0
     ema: float = 0.9
     aggregate: str = "middle"
     init: str = "copy"

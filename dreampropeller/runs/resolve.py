@@ -74,4 +74,5 @@ def solver_config(cfg: TextTo3DConfig) -> SolverConfig:
         aggregate=p.aggregate,
         init=p.init,
         scale=p.scale,
+        atol=p.atol,
     )

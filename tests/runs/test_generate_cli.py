@@ -71,6 +71,7 @@ def test_generate_writes_a_complete_run(tmp_path, random_prior_dir):
         (["generate", "a red cube", "--out", "{out}", "--config", "{bad}"], "cannot read config file"),
         (["generate", "a red cube", "--out", "{out}", "--prior", "nope"], "unknown prior"),
         (["generate", "a red cube", "--out", "{out}", "--prior-path", "{missing}"], "cannot load prior"),
+        (["generate", "a red cube", "--out", "{out}", "--fixed-threshold"], "give --threshold too"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -131,3 +132,23 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, rando
     resumed, step, _ = load_checkpoint(cut)
     assert step == 7 and states_equal(resumed, full)
     assert not (cut / "INCOMPLETE").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, adaptive, threshold",
+    [
+        ([], False, 0.1),
+        (["--threshold", "0.3"], False, 0.3),
+        (["--rule", "ema"], True, None),
+        (["--rule", "ema", "--threshold", "2"], True, 2.0),
+        (["--threshold", "0", "--fixed-threshold"], False, 0.0),
+    ],
+)
+def test_acceptance_rule_flags(tmp_path, capsys, flags, adaptive, threshold):
+    """The sound tolerance rule by default; the authors' EMA rule only when asked for."""
+    import yaml
+
+    code = main(["generate", "a red cube", "--out", str(tmp_path / "o"), *flags, "--print-config"])
+    assert code == 0
+    picard = yaml.safe_load(capsys.readouterr().out)["picard"]
+    assert picard["adaptive"] is adaptive and picard["threshold"] == threshold
