@@ -18,7 +18,7 @@ import torch
 
 from dreampropeller.guidance.prior import DiffusionPrior, cat_conditions
 from dreampropeller.guidance.prompts import PromptConfig, make_prompts
-from dreampropeller.guidance.sds import SDSConfig, draw_sds, sds_gradient
+from dreampropeller.guidance.sds import SDSConfig, draw_sds, row_steps, sds_gradient
 from dreampropeller.picard.process import Drift, State
 
 
@@ -105,7 +105,7 @@ class ScoreDistillation:
             cat_conditions(uncond),
             camera if self.prior.uses_camera else None,
             self.sds,
-            step=ts[0],
+            step=row_steps(ts, latents.shape[0]),
         )
         return grad, []
 

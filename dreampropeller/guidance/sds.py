@@ -43,6 +43,29 @@ def scheduled_value(value: Scheduled, step: int) -> float:
     return v0 + (v1 - v0) * (step - s0) / (s1 - s0)
 
 
+def row_steps(ts: Sequence[int], rows: int) -> list[int]:
+    """The step of each of ``rows`` sample rows, split evenly over the slots of steps ``ts``."""
+    per = rows // max(len(ts), 1)
+    if per * len(ts) != rows:
+        raise ValueError(f"{rows} rows do not split evenly over {len(ts)} slots")
+    return [int(t) for t in ts for _ in range(per)]
+
+
+def clip_gradient(grad: torch.Tensor, clip: Scheduled | None, step: int | Sequence[int]) -> torch.Tensor:
+    """Clamp ``|grad|`` elementwise by ``clip`` scheduled at each row's own step (or one step for all).
+
+    A window's slots sit at different steps, so a scheduled clip must be evaluated per row.
+    """
+    if clip is None:
+        return grad
+    if isinstance(step, int):
+        c = scheduled_value(clip, step)
+        return grad.clamp(-c, c)
+    c = torch.tensor([scheduled_value(clip, s) for s in step], dtype=grad.dtype, device=grad.device)
+    c = c.view(-1, *([1] * (grad.dim() - 1)))
+    return torch.maximum(torch.minimum(grad, c), -c)
+
+
 @dataclass
 class SDSConfig:
     """Knobs of SDS."""
@@ -110,11 +133,12 @@ def sds_gradient(
     camera: torch.Tensor | None,
     cfg: SDSConfig,
     scales: torch.Tensor | float | None = None,
-    step: int = 0,
+    step: int | Sequence[int] = 0,
 ) -> torch.Tensor:
     """The SDS gradient w.r.t. ``latents`` [n, C, h, w] (no graph); one prior forward of ``2n`` samples.
 
-    ``scales`` [n] gives a guidance scale per sample (slots of a window may differ), else ``cfg``'s.
+    ``scales`` [n] gives a guidance scale per sample (slots of a window may differ), else ``cfg``'s;
+    ``step`` is the optimization step of every sample, or one per sample (:func:`row_steps`).
     """
     with torch.no_grad():
         x = latents.detach()
@@ -130,10 +154,7 @@ def sds_gradient(
         guided = guided_noise(eps_c, eps_u, s, cfg.cfg_convention)
         w = sds_weight(cfg, prior.alphas_cumprod.to(x.device, torch.float32), t.to(x.device))
         grad = w.view(-1, *([1] * (x.dim() - 1))) * (guided - noise.to(guided))
-        grad = torch.nan_to_num(grad)
-        if cfg.grad_clip is not None:
-            c = scheduled_value(cfg.grad_clip, step)
-            grad = grad.clamp(-c, c)
+        grad = clip_gradient(torch.nan_to_num(grad), cfg.grad_clip, step)
     return grad.to(latents.dtype)
 
 

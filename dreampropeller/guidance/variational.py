@@ -24,7 +24,7 @@ import torch
 from dreampropeller.guidance.distillation import ScoreDistillation, camera_rows
 from dreampropeller.guidance.prior import DiffusionPrior, TextCondition, cat_conditions
 from dreampropeller.guidance.prompts import PromptConfig
-from dreampropeller.guidance.sds import SDSConfig
+from dreampropeller.guidance.sds import SDSConfig, row_steps
 from dreampropeller.guidance.vsd import (
     VSDConfig,
     add_lora,
@@ -119,7 +119,7 @@ class VariationalScoreDistillation(ScoreDistillation):
                 torch.cat(cameras),
                 self.sds,
                 self.vsd,
-                step=ts[0],
+                step=row_steps(ts, latents.shape[0]),
             )
             joined = {k: torch.cat([ld[k] for ld in lora_draws]) for k in lora_draws[0]}
             self._worker_step(latents, cat_conditions(conds), torch.cat(cameras), joined)

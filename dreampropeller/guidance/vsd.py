@@ -17,14 +17,14 @@ pretrained model; :func:`lora_active` switches it on (with camera features) insi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dreampropeller.guidance.prior import DiffusionPrior, TextCondition, cat_conditions
-from dreampropeller.guidance.sds import SDSConfig, guided_noise, scheduled_value, sds_weight
+from dreampropeller.guidance.sds import SDSConfig, clip_gradient, guided_noise, sds_weight
 
 CAMERA_FEATURES = 5
 MODES = ("worker", "synchronized")
@@ -203,16 +203,13 @@ def vsd_from_noise(
     alphas_cumprod: torch.Tensor,
     t: torch.Tensor,
     cfg: SDSConfig,
-    step: int = 0,
+    step: int | Sequence[int] = 0,
 ) -> torch.Tensor:
-    """``w(t) (eps_pretrained - eps_lora)`` with the ``sds`` weighting and optional clamp (the math)."""
+    """``w(t) (eps_pretrained - eps_lora)`` with the ``sds`` weighting and optional clamp (the math);
+    ``step`` is the optimization step of every sample or one per sample."""
     w = sds_weight(cfg, alphas_cumprod.to(eps_pretrained.device, torch.float32), t.to(eps_pretrained.device))
     grad = w.view(-1, *([1] * (eps_pretrained.dim() - 1))) * (eps_pretrained - eps_lora.float())
-    grad = torch.nan_to_num(grad)
-    if cfg.grad_clip is not None:
-        c = scheduled_value(cfg.grad_clip, step)
-        grad = grad.clamp(-c, c)
-    return grad
+    return clip_gradient(torch.nan_to_num(grad), cfg.grad_clip, step)
 
 
 def vsd_gradient(
@@ -226,7 +223,7 @@ def vsd_gradient(
     cfg: SDSConfig,
     vsd: VSDConfig,
     scales: torch.Tensor | float | None = None,
-    step: int = 0,
+    step: int | Sequence[int] = 0,
 ) -> torch.Tensor:
     """The VSD gradient w.r.t. ``latents`` [n, C, h, w] (no graph), with the prior's current LoRA."""
     with torch.no_grad():

@@ -68,3 +68,21 @@ def test_progressive_levels(process):
     assert process.active_levels(0) == 2
     assert process.active_levels(3) == 3
     assert process.active_levels(1000) == 4
+
+
+def test_scheduled_grad_clip_is_evaluated_at_each_slots_own_step(random_prior_dir):
+    """A clip that is tight at step 0 and loose from step 5: a window holding both must clip each slot
+    by its own step (it used to take the window's first step for every slot)."""
+    data = merge_config(
+        TextTo3DConfig(),
+        overrides=[*TINY_OVERRIDES, "prompt=a red cube", "sds.grad_clip=[0,1e-4,100.0,5]"],
+        free=["optimizer"],
+    )
+    proc = build_process(build(TextTo3DConfig, data), TinyPrior.load(random_prior_dir))
+    x0 = proc.initial_state()
+    batched = proc.unit_batch([x0, x0], [0, 6])
+    for t, d in zip([0, 6], batched):
+        single = proc.unit(x0, t)
+        for k in single:
+            scale = single[k].abs().max().clamp_min(1e-8)
+            assert float((d[k] - single[k]).abs().max() / scale) < 1e-4, (t, k)
