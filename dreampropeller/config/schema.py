@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dreampropeller.guidance.prompts import PromptConfig
-from dreampropeller.picard.solver import DEFAULT_TOLERANCE
 from dreampropeller.guidance.sds import SDSConfig
 from dreampropeller.guidance.vsd import VSDConfig
+from dreampropeller.picard.solver import DEFAULT_TOLERANCE
 from dreampropeller.scene.cameras import CameraSampler
 from dreampropeller.scene.densify import DensifyConfig
 from dreampropeller.scene.nerf import NeRFConfig
