@@ -125,6 +125,7 @@ class PicardConfig:
     threshold: float | None = DEFAULT_TOLERANCE
     adaptive: bool = False
     atol: float = 0.0
+    damping: float = 1.0
     ema: float = 0.9
     aggregate: str = "middle"
     init: str = "copy"

@@ -48,7 +48,7 @@ from dreampropeller.picard.process import (
 )
 from dreampropeller.picard.threshold import AGGREGATES, AdaptiveThreshold
 
-INITS = ("copy", "extrapolate")
+INITS = ("copy", "extrapolate", "velocity")
 SCALES = ("none", "step")
 
 DEFAULT_TOLERANCE = 0.1
@@ -76,6 +76,7 @@ class SolverConfig:
     scale: str = "step"
     max_threshold: float = math.inf
     atol: float = 0.0
+    damping: float = 1.0
 
     @classmethod
     def paper(cls, window: int = 8, aggregate: str = "middle", **kwargs: Any) -> SolverConfig:
@@ -320,13 +321,14 @@ class PicardSolver:
         b = start
         guesses: list[State] = [exact]
         last_drift: Drift | None = None
+        velocity: State | None = None
         fault: str | None = None
         t_wall = time.perf_counter()
         try:
             while b < steps:
                 n = min(p, steps - b)
                 t0 = time.perf_counter()
-                guesses = self._fill(guesses, n, b, last_drift)
+                guesses = self._fill(guesses, n, b, last_drift, velocity)
                 t1 = time.perf_counter()
                 drifts = self.executor.evaluate(self.process, guesses[:n], list(range(b, b + n)))
                 t2 = time.perf_counter()
@@ -356,6 +358,7 @@ class PicardSolver:
                 stats.errors.append(errors)
                 exact = rolled[accepted]
                 last_drift = drifts[len(rolled) - 2] if len(rolled) >= 2 else None
+                velocity = self._velocity(rolled)
                 guesses = self._slide(guesses, rolled, accepted, maps)
                 b += accepted
                 stats.bookkeeping_s += (t1 - t0) + (time.perf_counter() - t3)
@@ -417,12 +420,31 @@ class PicardSolver:
             new.append(g)
         return new
 
-    def _fill(self, guesses: list[State], n: int, b: int, last_drift: Drift | None) -> list[State]:
-        """Extend the guesses to ``n`` slots (copy the last one, or extrapolate with the last drift)."""
+    def _velocity(self, rolled: list[State]) -> State | None:
+        """The last rolled-out step of the parameters (``None`` without two states of one structure)."""
+        if self.config.init != "velocity" or len(rolled) < 2:
+            return None
+        a, b = rolled[-2], rolled[-1]
+        keys = self.process.param_keys or tuple(b)
+        if any(a[k].shape != b[k].shape for k in keys):
+            return None
+        return {k: b[k] - a[k] for k in keys}
+
+    def _fill(
+        self, guesses: list[State], n: int, b: int, last_drift: Drift | None, velocity: State | None = None
+    ) -> list[State]:
+        """Extend the guesses to ``n`` slots: copy the last one (``copy``), step it with the last drift
+        (``extrapolate``), or move its parameters on by the last rolled-out step (``velocity``: constant
+        velocity, times ``damping``; optimizer state and buffers are copied, never extrapolated)."""
         guesses = guesses[:n]
         while len(guesses) < n:
             prev = guesses[-1]
-            if self.config.init == "extrapolate" and last_drift is not None:
+            if velocity is not None and all(prev[k].shape == v.shape for k, v in velocity.items()):
+                nxt = dict(prev)
+                for k, v in velocity.items():
+                    nxt[k] = prev[k] + self.config.damping * v
+                guesses.append(nxt)
+            elif self.config.init == "extrapolate" and last_drift is not None:
                 t = b + len(guesses) - 1
                 try:
                     nxt, index_map = self._update(prev, last_drift, t, False)

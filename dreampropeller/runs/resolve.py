@@ -75,4 +75,5 @@ def solver_config(cfg: TextTo3DConfig) -> SolverConfig:
         init=p.init,
         scale=p.scale,
         atol=p.atol,
+        damping=p.damping,
     )

@@ -218,3 +218,35 @@ class InPlace(Process):
 def test_in_place_update_is_refused():
     with pytest.raises(PicardError, match="in place"):
         PicardSolver(InPlace(), SolverConfig()).run({"x": torch.zeros(2)}, 3)
+
+
+@pytest.mark.parametrize("init", ["extrapolate", "velocity"])
+@pytest.mark.parametrize("name", ["quadratic", "growing"])
+def test_every_guess_generator_is_exact_at_zero_threshold(name, init, single_thread):
+    """Guesses only decide how much is accepted, never what the accepted steps are."""
+    process, x0 = small_problem(name)
+    ref = plain_loop(process, dict(x0), STEPS)
+    cfg = SolverConfig(window=8, threshold=0.0, init=init)
+    assert states_equal(PicardSolver(process, cfg).run(x0, STEPS).state, ref)
+
+
+def test_velocity_guesses_continue_the_last_rolled_step():
+    """New slots are the last rolled-out parameters moved on by k times the last step (damped); the
+    optimizer state is copied, never extrapolated (hand computation on a two-state rollout)."""
+    solver = PicardSolver(Quadratic1D(), SolverConfig(window=4, init="velocity", damping=0.5))
+    a = {"x": torch.tensor([1.0]), "m": torch.tensor([7.0])}
+    b = {"x": torch.tensor([3.0]), "m": torch.tensor([8.0])}
+    velocity = solver._velocity([a, b])
+    guesses = solver._fill([b], 4, 0, None, velocity)
+    assert [float(g["x"]) for g in guesses] == [3.0, 4.0, 5.0, 6.0]
+    assert all(float(g["m"]) == 8.0 for g in guesses)
+
+
+class Quadratic1D(Process):
+    param_keys = ("x",)
+
+    def unit(self, x, t):
+        return {"x": x["x"]}
+
+    def update(self, x, drift, t):
+        return {"x": x["x"] - 0.1 * drift["x"], "m": x["m"]}
