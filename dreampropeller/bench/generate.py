@@ -13,7 +13,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ import torch
 from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.evaluation.asset import evaluate_asset
 from dreampropeller.picard.process import Process
+from dreampropeller.picard.solver import SolverConfig, SolverStats
 from dreampropeller.runs.assets import asset_of, evaluation_inputs
 from dreampropeller.runs.driver import load_config, make_process, solve
 from dreampropeller.runs.resolve import resolve_config, run_device, run_executor
@@ -61,6 +62,7 @@ def _run(process: Process, cfg: TextTo3DConfig) -> dict:
         "split": {"units_s": round(s.units_s, 3), "rollout_s": round(s.rollout_s, 3)},
         "scores": {k: scores.get(k) for k in SCORES},
         "_views": views,
+        "_stats": s,
     }
 
 
@@ -100,6 +102,7 @@ def bench_generate(
     for r in runs:
         for key in ("sequential", "propelled"):
             r[key].pop("_views")
+            r[key].pop("_stats")
 
     def mean(key: str, which: str) -> float | None:
         vals = [r[which]["scores"][key] for r in runs if r[which]["scores"].get(key) is not None]
@@ -137,3 +140,37 @@ def bench_generate(
             "score_std_across_seeds": {k: spread(k) for k in SCORES},
         },
     }
+
+
+def text_runner(
+    prompt: str,
+    steps: int | None = None,
+    files: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    executor: str = "batched",
+) -> Callable[[SolverConfig, int], tuple[SolverStats, torch.Tensor, dict[str, Any]]]:
+    """A function running ``prompt`` under a solver config and seed, each time with a fresh prior and
+    process: ``(stats, turntable views, scores)`` (what ``bench tradeoff`` sweeps)."""
+    base = resolve_config(
+        _with_picard(load_config(prompt, files, overrides, steps=steps or None), 8, executor)
+    )
+
+    def run(solver: SolverConfig, seed: int) -> tuple[SolverStats, torch.Tensor, dict[str, Any]]:
+        picard = dataclasses.replace(
+            base.picard,
+            window=solver.window,
+            executor="sequential" if solver.window == 1 else executor,
+            threshold=solver.threshold,
+            adaptive=solver.adaptive,
+            ema=solver.ema,
+            aggregate=solver.aggregate,
+            init=solver.init,
+            scale=solver.scale,
+            atol=solver.atol,
+            damping=solver.damping,
+        )
+        cfg = dataclasses.replace(base, seed=int(seed), picard=picard)
+        out = _run(make_process(cfg), cfg)
+        return out["_stats"], out["_views"], out["scores"]
+
+    return run

@@ -5,11 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
+def _rule(args: argparse.Namespace) -> dict[str, object]:
+    """Solver settings of ``--rule`` / ``--threshold`` / ``--init`` (the sound default when not given)."""
+    config: dict[str, object] = {"init": args.init, "aggregate": args.aggregate, "scale": args.scale}
+    if args.rule == "ema":
+        config.update(adaptive=True, threshold=args.threshold)
+    elif args.threshold is not None:
+        config["threshold"] = args.threshold
+    return config
+
+
 def _picard(args: argparse.Namespace) -> int:
-    from dreampropeller.bench.picard import DEFAULT_PROBLEMS, bench_problem, format_table
+    from dreampropeller.bench.controls import CONTROLS
+    from dreampropeller.bench.picard import DEFAULT_PROBLEMS, bench_control, bench_problem, format_table
     from dreampropeller.bench.problems import PROBLEMS
     from dreampropeller.picard.executors import make_executor
 
@@ -20,9 +32,7 @@ def _picard(args: argparse.Namespace) -> int:
     if args.window < 1:
         raise ValueError(f"--window must be >= 1, got {args.window}")
     windows = [int(w) for w in args.windows.split(",")]
-    config = {"init": args.init, "aggregate": args.aggregate, "scale": args.scale}
-    if args.threshold is not None:
-        config.update(threshold=args.threshold, adaptive=not args.fixed)
+    config = _rule(args)
     executor = make_executor(args.executor, args.devices.split(",") if args.devices else None)
     if getattr(executor, "rank", 0) > 0:  # a torchrun worker of --executor distributed: serve rank 0
         from dreampropeller.bench.problems import make_problem
@@ -37,21 +47,99 @@ def _picard(args: argparse.Namespace) -> int:
             )
     finally:
         executor.close()
+    controls = [] if args.no_controls else [bench_control(c, config) for c in CONTROLS]
     for r in results:  # communication per Picard iteration and its share of the propelled wall clock
         comm = r["wall_split_propelled"]["comm_s"]
         r["comm_s_per_iteration"] = comm / max(r["iterations"], 1)
         r["comm_share_of_wall"] = comm / r["wall_s_propelled"] if r["wall_s_propelled"] else 0.0
-    print(format_table(results))
+    print(format_table(results, controls))
     report = executor.report() if hasattr(executor, "report") else None
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        payload = {"problems": results, "config": config, "executor": report or {"executor": args.executor}}
+        payload = {
+            "problems": results,
+            "controls": controls,
+            "config": config,
+            "executor": report or {"executor": args.executor},
+        }
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     if report and report.get("fault"):
         print(f"dreampropeller: {report['fault']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
+def _tradeoff(args: argparse.Namespace) -> int:
+    from dreampropeller.bench.problems import PROBLEMS
+    from dreampropeller.bench.tradeoff import (
+        AGGREGATES,
+        format_tradeoff,
+        plot_tradeoff,
+        rules,
+        run_tradeoff,
+        text_tradeoff,
+    )
+    from dreampropeller.guidance.prompts import check_prompt
+
+    problems = [p for p in args.problems.split(",") if p] if args.problems is not None else []
+    unknown = [n for n in problems if n not in PROBLEMS]
+    if unknown:
+        raise ValueError(f"unknown problem(s) {unknown}: choose from {', '.join(PROBLEMS)}")
+    aggregates = [a for a in args.aggregates.split(",") if a]
+    if any(a not in AGGREGATES for a in aggregates):
+        raise ValueError(f"--aggregates takes {', '.join(AGGREGATES)}, got {args.aggregates!r}")
+    windows = [int(w) for w in _floats(args.windows, "--windows")]
+    text_windows = [int(w) for w in _floats(args.text_windows, "--text-windows")]
+    if any(w < 1 for w in windows + text_windows):
+        raise ValueError("windows must be >= 1")
+    sweep = rules(_floats(args.tolerances, "--tolerances"), aggregates)
+    prompts = [p.strip() for p in args.prompts.split(";")] if args.prompts else []
+    for prompt in prompts:
+        check_prompt(prompt)
+    representations = [r for r in args.representations.split(",") if r]
+    if any(r not in ("nerf", "gaussians") for r in representations):
+        raise ValueError(f"--representations takes nerf, gaussians; got {args.representations!r}")
+    extra = []
+    for prompt in prompts:
+        for rep in representations:
+            extra.append(_text_target(prompt, rep, args, sweep, text_windows, text_tradeoff))
+    targets = run_tradeoff(problems, sweep, windows, args.steps, extra)
+    print(format_tradeoff(targets))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(targets, indent=2, allow_nan=False, default=str))
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_tradeoff(targets, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _text_target(
+    prompt: str,
+    rep: str,
+    args: argparse.Namespace,
+    sweep: list[dict],
+    windows: list[int],
+    text_tradeoff: Callable[..., dict],
+) -> Callable[[], dict]:
+    """A deferred text-to-3D target of ``bench tradeoff`` (its prior loads only when it runs)."""
+
+    def make() -> dict:
+        from dreampropeller.bench.generate import text_runner
+
+        run = text_runner(prompt, args.text_steps, args.config, [*args.overrides, f"representation={rep}"])
+        return text_tradeoff(f"{prompt} ({rep})", run, sweep, windows)
+
+    return make
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -130,6 +218,26 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rule_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rule",
+        choices=["tolerance", "ema"],
+        default="tolerance",
+        help="tolerance (default, sound): accept guesses within --threshold exact steps^2 of the rollout; "
+        "ema: the DreamPropeller authors' adaptive rule (accepts about half of every window by construction)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the tolerance (default 0.1), or the ema rule's start value",
+    )
+    p.add_argument(
+        "--aggregate", default="middle", choices=["mean", "median", "middle"], help="of --rule ema"
+    )
+    p.add_argument("--init", default="copy", choices=["copy", "extrapolate", "velocity"], help="new slots")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bench` and its subcommands."""
     bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios)")
@@ -140,17 +248,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--windows", default="2,4,8,16", help="windows of the rounds-speedup table")
     p.add_argument("--steps", type=int, default=None, help="override each problem's step count")
-    p.add_argument("--threshold", type=float, default=None, help="start threshold (default: automatic)")
-    p.add_argument("--fixed", action="store_true", help="keep the threshold fixed (no adaptation)")
-    p.add_argument("--aggregate", default="middle", choices=["mean", "median", "middle"])
-    p.add_argument("--init", default="copy", choices=["copy", "extrapolate"])
+    _rule_flags(p)
     p.add_argument("--scale", default="step", choices=["step", "none"])
     p.add_argument(
         "--executor", default="sequential", choices=["sequential", "batched", "devices", "distributed"]
     )
     p.add_argument("--devices", help="comma-separated torch devices for --executor devices")
     p.add_argument("--no-exact", action="store_true", help="skip the threshold-0 exactness run")
+    p.add_argument("--no-controls", action="store_true", help="skip the negative controls")
     p.set_defaults(func=_picard)
+
+    t = bsub.add_parser(
+        "tradeoff",
+        help="rounds speedup against quality deviation for every acceptance rule and window",
+        description="Sweep the acceptance rule (the sound tolerance rule at several tolerances; the "
+        "authors' adaptive EMA rule with each aggregate) and the window on the bench problems and, with "
+        "--prompts, on text-to-3D with the embedded prior. Each target is also run sequentially from two "
+        "seeds: the noise floor a rule's deviation must stay under. Text-to-3D runs take minutes each on "
+        "a CPU (about 2 x rules x windows runs per prompt and representation).",
+    )
+    t.add_argument("overrides", nargs="*", help="key=value config overrides for the text-to-3D runs")
+    t.add_argument("--json", help="write every target's rows to this JSON file")
+    t.add_argument("--plot", help="write the speedup-vs-deviation plot to this PNG")
+    t.add_argument(
+        "--problems", default="quadratic,mlp,nonconvex,growing", help="bench problems ('' for none)"
+    )
+    t.add_argument("--windows", default="2,4,8,16", help="windows of the problems")
+    t.add_argument("--steps", type=int, help="override each problem's step count")
+    t.add_argument("--tolerances", default="0.03,0.1,0.3,1", help="tolerances of the sound rule")
+    t.add_argument("--aggregates", default="middle,mean,median", help="aggregates of the authors' EMA rule")
+    t.add_argument("--prompts", help="text-to-3D prompts separated by ';' (default: none)")
+    t.add_argument("--representations", default="nerf", help="nerf,gaussians")
+    t.add_argument("--text-windows", default="8", help="windows of the text-to-3D runs")
+    t.add_argument("--text-steps", type=int, help="steps of each text-to-3D run (default: the config's)")
+    t.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
+    t.set_defaults(func=_tradeoff)
 
     g = bsub.add_parser("generate", help="text-to-3D sequential vs propelled: speed and quality side by side")
     g.add_argument("overrides", nargs="*", help="key=value config overrides")
