@@ -315,6 +315,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="sd21-base on CUDA, else tiny")
     v.add_argument("--device", help="default: cuda when available, else cpu")
     v.add_argument("--modes", default="worker,synchronized", help="comma-separated LoRA modes")
-    v.add_argument("--threshold", type=float, default=50.0, help="start threshold (adaptive, mean)")
+    v.add_argument("--threshold", type=float, default=0.1, help="acceptance tolerance (exact steps^2)")
     v.add_argument("--json", help="write the result to this JSON file")
     v.set_defaults(func=_vsd)
