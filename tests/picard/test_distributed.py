@@ -129,7 +129,7 @@ def exact_main(rank: int, port: int, args: dict) -> dict | None:
         cfg = SolverConfig(window=args["window"], threshold=0.0, adaptive=False)
         res = PicardSolver(proc, cfg, executor=ex).run(x0, STEPS)
         # any rule: the executor is a drop-in for the sequential one (same drifts, same decisions)
-        adaptive = SolverConfig(window=args["window"])
+        adaptive = SolverConfig.paper(window=args["window"])
         a = PicardSolver(proc, adaptive, executor=ex).run(x0, STEPS)
         b = PicardSolver(proc, adaptive, executor=Executor()).run(x0, STEPS)
         out[name] = {

@@ -88,7 +88,7 @@ def test_progress_and_iteration_cap():
         assert all(e == 0.0 for e in row[: accepted - 1])
 
 
-def test_adaptive_threshold_speeds_up_and_stays_close():
+def test_default_rule_speeds_up_and_stays_close():
     process, x0 = small_problem("nonconvex")
     seq = run_sequential(process, x0, 400)
     prop = PicardSolver(process, SolverConfig(window=8)).run(x0, 400)
@@ -119,9 +119,10 @@ def test_resume_from_a_middle_step_equals_one_run():
     assert states_equal(rest.state, plain_loop(process, dict(x0), STEPS))
 
 
-def test_structure_change_inside_window_with_adaptive_threshold():
+@pytest.mark.parametrize("config", [SolverConfig(window=8), SolverConfig.paper(window=8)])
+def test_structure_change_inside_window_with_a_threshold(config):
     process, x0 = small_problem("growing")
-    result = PicardSolver(process, SolverConfig(window=8)).run(x0, STEPS)
+    result = PicardSolver(process, config).run(x0, STEPS)
     ref = plain_loop(process, dict(x0), STEPS)
     assert result.state["coef"].shape == ref["coef"].shape
     assert result.state["optim/exp_avg/coef"].shape == ref["coef"].shape
@@ -190,17 +191,21 @@ class NanAt(Process):
 
 
 @pytest.mark.parametrize("window", [1, 3, 8])
-@pytest.mark.parametrize("adaptive", [False, True])
-def test_nan_stops_with_last_exact_state(window, adaptive):
+@pytest.mark.parametrize("rule", ["exact", "default", "paper"])
+def test_nan_stops_with_last_exact_state(window, rule):
     process = NanAt(bad=10)
     x0 = {"x": torch.zeros(3), "n": torch.zeros(())}
-    config = SolverConfig(window=window) if adaptive else exact_config(window)
+    config = {
+        "exact": exact_config(window),
+        "default": SolverConfig(window=window),
+        "paper": SolverConfig.paper(window=window),
+    }[rule]
     result = PicardSolver(process, config).run(x0, 30)
     assert result.stats.status == "nan"
     assert result.step == 10
     assert torch.isfinite(result.state["x"]).all()
     assert int(result.state["n"]) == 10
-    if not adaptive:
+    if rule == "exact":
         assert states_equal(result.state, plain_loop(process, dict(x0), 10))
 
 
