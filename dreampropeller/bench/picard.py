@@ -15,7 +15,7 @@ from dreampropeller.picard.process import State
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 
 DEFAULT_PROBLEMS = ("quadratic", "mlp", "nonconvex", "growing")
-PAPER = {"threshold": None, "adaptive": True, "aggregate": "middle"}
+PAPER = {"threshold": None, "adaptive": True, "aggregate": "middle", "init": "copy"}
 """The DreamPropeller authors' rule (adaptive EMA of the window's middle error), shown for comparison."""
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from dreampropeller.bench.problems import make_problem
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, SolverStats, run_sequential
 
-TOLERANCES = (0.03, 0.1, 0.3, 1.0)
+TOLERANCES = (0.05, 0.15, 0.5, 1.0)
 AGGREGATES = ("middle", "mean", "median")
 WINDOWS = (2, 4, 8, 16)
 
@@ -29,7 +29,7 @@ WINDOWS = (2, 4, 8, 16)
 def rules(tolerances: Sequence[float] = TOLERANCES, aggregates: Sequence[str] = AGGREGATES) -> list[dict]:
     """Solver settings (without the window) of every rule in the sweep."""
     out: list[dict[str, Any]] = [{"threshold": float(t), "adaptive": False} for t in tolerances]
-    out += [{"threshold": None, "adaptive": True, "aggregate": a} for a in aggregates]
+    out += [{"threshold": None, "adaptive": True, "aggregate": a, "init": "copy"} for a in aggregates]
     return out
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 def _rule(args: argparse.Namespace) -> dict[str, object]:
     """Solver settings of ``--rule`` / ``--threshold`` / ``--init`` (the sound default when not given)."""
-    config: dict[str, object] = {"init": args.init, "aggregate": args.aggregate, "scale": args.scale}
+    config: dict[str, object] = {"aggregate": args.aggregate, "scale": args.scale}
+    if args.init:
+        config["init"] = args.init
     if args.rule == "ema":
-        config.update(adaptive=True, threshold=args.threshold)
+        config.update(adaptive=True, threshold=args.threshold, init=args.init or "copy")
     elif args.threshold is not None:
         config["threshold"] = args.threshold
     return config
@@ -230,12 +232,16 @@ def _rule_flags(p: argparse.ArgumentParser) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="the tolerance (default 0.1), or the ema rule's start value",
+        help="the tolerance (default 0.15), or the ema rule's start value",
     )
     p.add_argument(
         "--aggregate", default="middle", choices=["mean", "median", "middle"], help="of --rule ema"
     )
-    p.add_argument("--init", default="copy", choices=["copy", "extrapolate", "velocity"], help="new slots")
+    p.add_argument(
+        "--init",
+        choices=["copy", "extrapolate", "velocity"],
+        help="guesses of new slots (default: velocity; copy with --rule ema, as the authors did)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -275,7 +281,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--windows", default="2,4,8,16", help="windows of the problems")
     t.add_argument("--steps", type=int, help="override each problem's step count")
-    t.add_argument("--tolerances", default="0.03,0.1,0.3,1", help="tolerances of the sound rule")
+    t.add_argument("--tolerances", default="0.05,0.15,0.5,1", help="tolerances of the sound rule")
     t.add_argument("--aggregates", default="middle,mean,median", help="aggregates of the authors' EMA rule")
     t.add_argument("--prompts", help="text-to-3D prompts separated by ';' (default: none)")
     t.add_argument("--representations", default="nerf", help="nerf,gaussians")
@@ -315,6 +321,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="sd21-base on CUDA, else tiny")
     v.add_argument("--device", help="default: cuda when available, else cpu")
     v.add_argument("--modes", default="worker,synchronized", help="comma-separated LoRA modes")
-    v.add_argument("--threshold", type=float, default=0.1, help="acceptance tolerance (exact steps^2)")
+    v.add_argument("--threshold", type=float, default=0.15, help="acceptance tolerance (exact steps^2)")
     v.add_argument("--json", help="write the result to this JSON file")
     v.set_defaults(func=_vsd)

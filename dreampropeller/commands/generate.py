@@ -34,6 +34,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         out.append("picard.adaptive=false")
     if args.rule == "ema":  # the authors' adaptive rule, started from the first window unless told
         out.append("picard.adaptive=true")
+        out.append("picard.init=copy")
         if args.threshold is None:
             out.append("picard.threshold=null")
     elif args.rule == "tolerance":
@@ -105,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        help="acceptance tolerance in units of the exact step's squared length (default 0.1; 0 = exactly "
+        help="acceptance tolerance in units of the exact step's squared length (default 0.15; 0 = exactly "
         "the sequential run); with --rule ema, the start value of the adaptive threshold",
     )
     p.add_argument(

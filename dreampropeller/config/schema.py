@@ -128,7 +128,7 @@ class PicardConfig:
     damping: float = 1.0
     ema: float = 0.9
     aggregate: str = "middle"
-    init: str = "copy"
+    init: str = "velocity"
     scale: str = "step"
     executor: str = "auto"
     devices: list = field(default_factory=list)

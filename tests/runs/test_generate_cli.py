@@ -137,7 +137,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, rando
 @pytest.mark.parametrize(
     "flags, adaptive, threshold",
     [
-        ([], False, 0.1),
+        ([], False, 0.15),
         (["--threshold", "0.3"], False, 0.3),
         (["--rule", "ema"], True, None),
         (["--rule", "ema", "--threshold", "2"], True, 2.0),
