@@ -20,7 +20,9 @@ process whose guesses are never right gets ~1 step per iteration. The authors' a
 
 Structure changes (``update`` returning an :class:`IndexMap`) stop the rollout where a guess no longer
 fits (infinite error); the guesses after it are carried through the map exactly. With a fixed
-threshold of 0 the result equals the sequential run bit for bit, optimizer state included.
+threshold of 0 the result equals the sequential run bit for bit, optimizer state included, with the
+sequential, devices and distributed executors; the batched executor's one call per window sums in
+another order and agrees within 1e-5.
 """
 
 from __future__ import annotations
