@@ -24,7 +24,7 @@ def test_periodic_checkpoint_holds_the_threshold_after_its_iteration(tmp_path):
     )
     progress.close()
     thresholds = result.stats.thresholds
-    for (state, step, solver), next_threshold in zip(saved, thresholds[1:]):
+    for (_, _, solver), next_threshold in zip(saved, thresholds[1:]):
         assert solver["threshold"] == next_threshold
         assert solver["step_scale"] > 0
     state, step, solver = saved[-1]
