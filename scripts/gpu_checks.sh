@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks, run on a lent CUDA machine from the repository root; results land in $OUT.
-# Wheels the machine lacks (diffusers, omegaconf, antlr4, PyMCubes, trimesh) travel in .gpuwhl/.
+# Wheels the machine lacks (diffusers, omegaconf, antlr4, PyMCubes, trimesh, matplotlib, gsplat) travel
+# in .gpuwhl/. Every benchmark runs the sound default acceptance rule (tolerance 0.15 exact-step^2).
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if ls .gpuwhl/*.whl >/dev/null 2>&1; then
@@ -20,4 +21,11 @@ echo "== VSD propelled vs sequential (SD 2.1-base-shaped random models), authors
 timeout "${T_VSD:-70}" python3 -m dreampropeller bench vsd --steps 200 --modes worker --json "$OUT/bench_vsd_worker_cuda.json" 2>&1 | tail -6
 echo "== VSD synchronized LoRA mode"
 timeout "${T_VSD2:-60}" python3 -m dreampropeller bench vsd --steps 200 --modes synchronized --json "$OUT/bench_vsd_sync_cuda.json" 2>&1 | tail -6
+echo "== torch vs gsplat rasterizer (images and gradients; gsplat compiles its kernels on first use)"
+timeout "${T_RASTER:-240}" python3 -m dreampropeller.scene.gaussian_raster --check 2>&1 | tail -20 \
+  | tee "$OUT/gaussian_raster_check.txt"
+echo "== bench generate, 3D Gaussians (dreamgaussian config, window 8)"
+timeout "${T_GAUSS:-150}" python3 -m dreampropeller bench generate --prompt "a red cube" --window 8 \
+  --executor batched --representation gaussians --config dreamgaussian \
+  --json "$OUT/bench_generate_gaussians_cuda.json" 2>&1 | tail -8
 echo "== done"
