@@ -24,7 +24,7 @@ from dreampropeller.picard.process import Process
 from dreampropeller.picard.solver import SolverConfig, SolverStats
 from dreampropeller.runs.assets import asset_of, evaluation_inputs
 from dreampropeller.runs.driver import load_config, make_process, solve
-from dreampropeller.runs.resolve import resolve_config, run_device, run_executor
+from dreampropeller.runs.resolve import resolve_config, run_device, run_executor, with_solver
 from dreampropeller.scene.cameras import turntable
 
 SCORES = ("shape_r_precision", "colour_accuracy", "silhouette_iou", "chamfer", "clf_r_precision")
@@ -156,20 +156,7 @@ def text_runner(
     )
 
     def run(solver: SolverConfig, seed: int) -> tuple[SolverStats, torch.Tensor, dict[str, Any]]:
-        picard = dataclasses.replace(
-            base.picard,
-            window=solver.window,
-            executor="sequential" if solver.window == 1 else executor,
-            threshold=solver.threshold,
-            adaptive=solver.adaptive,
-            ema=solver.ema,
-            aggregate=solver.aggregate,
-            init=solver.init,
-            scale=solver.scale,
-            atol=solver.atol,
-            damping=solver.damping,
-        )
-        cfg = dataclasses.replace(base, seed=int(seed), picard=picard)
+        cfg = dataclasses.replace(with_solver(base, solver, executor), seed=int(seed))
         out = _run(make_process(cfg), cfg)
         return out["_stats"], out["_views"], out["scores"]
 

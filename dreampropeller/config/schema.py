@@ -13,7 +13,7 @@ from typing import Any
 from dreampropeller.guidance.prompts import PromptConfig
 from dreampropeller.guidance.sds import SDSConfig
 from dreampropeller.guidance.vsd import VSDConfig
-from dreampropeller.picard.solver import DEFAULT_TOLERANCE
+from dreampropeller.picard.solver import SolverConfig
 from dreampropeller.scene.cameras import CameraSampler
 from dreampropeller.scene.densify import DensifyConfig
 from dreampropeller.scene.nerf import NeRFConfig
@@ -119,17 +119,19 @@ class PicardConfig:
     The default acceptance rule is the sound one: a fixed tolerance ``threshold`` in units of the exact
     step's squared length (plus ``atol`` in absolute mean squared difference). ``adaptive=true`` is the
     DreamPropeller authors' EMA rule (``threshold`` its start value, null = from the first window).
+    The solver's knobs and their defaults are :class:`SolverConfig`'s (one source of truth).
     """
 
     window: Any = "auto"
-    threshold: float | None = DEFAULT_TOLERANCE
-    adaptive: bool = False
-    atol: float = 0.0
-    damping: float = 1.0
-    ema: float = 0.9
-    aggregate: str = "middle"
-    init: str = "velocity"
-    scale: str = "step"
+    threshold: float | None = SolverConfig.threshold
+    adaptive: bool = SolverConfig.adaptive
+    atol: float = SolverConfig.atol
+    damping: float = SolverConfig.damping
+    ema: float = SolverConfig.ema
+    aggregate: str = SolverConfig.aggregate
+    init: str = SolverConfig.init
+    scale: str = SolverConfig.scale
+    max_threshold: float = SolverConfig.max_threshold
     executor: str = "auto"
     devices: list = field(default_factory=list)
     max_batch: int | None = None

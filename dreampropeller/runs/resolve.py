@@ -64,16 +64,15 @@ def run_executor(cfg: TextTo3DConfig) -> Executor:
 
 
 def solver_config(cfg: TextTo3DConfig) -> SolverConfig:
-    """The solver settings of a resolved config's ``picard`` section."""
-    p = cfg.picard
-    return SolverConfig(
-        window=int(p.window),
-        threshold=p.threshold,
-        adaptive=p.adaptive,
-        ema=p.ema,
-        aggregate=p.aggregate,
-        init=p.init,
-        scale=p.scale,
-        atol=p.atol,
-        damping=p.damping,
+    """The solver settings of a resolved config's ``picard`` section (every :class:`SolverConfig` knob)."""
+    knobs = {f.name: getattr(cfg.picard, f.name) for f in dataclasses.fields(SolverConfig)}
+    return SolverConfig(**{**knobs, "window": int(cfg.picard.window)})
+
+
+def with_solver(cfg: TextTo3DConfig, solver: SolverConfig, executor: str) -> TextTo3DConfig:
+    """``cfg`` whose ``picard`` section holds ``solver``'s knobs (window 1 runs the sequential executor)."""
+    knobs = {f.name: getattr(solver, f.name) for f in dataclasses.fields(SolverConfig)}
+    picard = dataclasses.replace(
+        cfg.picard, **knobs, executor="sequential" if solver.window == 1 else executor
     )
+    return dataclasses.replace(cfg, picard=picard)
