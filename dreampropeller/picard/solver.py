@@ -7,8 +7,9 @@ Window ``[b, b+n)``, ``x[b]`` exact. Each iteration:
 3. errors ``e[t] = distance(y[t], guess[t])`` for ``t`` in ``(b, b+n)``;
 4. the new start is the first ``t`` whose error exceeds the threshold, else ``b+n``; ``y`` there is
    exact because every drift before it came from an accepted guess (so progress >= 1 step);
-5. guesses from the new start on become the rollout; new slots are copies of the last rolled-out
-   state (``copy``, the authors' rule) or continue it with the last drift (``extrapolate``).
+5. guesses from the new start on become the rollout; new slots move the last rolled-out parameters
+   on by the last rolled-out step (``velocity``, the default), copy the last rolled-out state
+   (``copy``, the authors' rule) or continue it with the last drift (``extrapolate``).
 
 Acceptance. Errors are measured in units of the window's exact first step (``scale="step"``: the
 squared distance of a guess from the rollout divided by the squared length of the step from ``x[b]``
