@@ -24,7 +24,13 @@ from dreampropeller.picard.process import Process
 from dreampropeller.picard.solver import SolverConfig, SolverStats
 from dreampropeller.runs.assets import asset_of, evaluation_inputs
 from dreampropeller.runs.driver import load_config, make_process, solve
-from dreampropeller.runs.resolve import resolve_config, run_device, run_executor, with_solver
+from dreampropeller.runs.resolve import (
+    resolve_config,
+    run_device,
+    run_executor,
+    solver_config,
+    with_solver,
+)
 from dreampropeller.scene.cameras import turntable
 
 SCORES = ("shape_r_precision", "colour_accuracy", "silhouette_iou", "chamfer", "clf_r_precision")
@@ -59,6 +65,8 @@ def _run(process: Process, cfg: TextTo3DConfig) -> dict:
         "iterations": s.iterations,
         "unit_evals": s.unit_evals,
         "rounds_speedup": round(s.rounds_speedup, 3),
+        "units_per_step": round(s.unit_evals / max(sum(s.accepted), 1), 3),
+        "acceptance_rule": solver_config(cfg).rule,
         "split": {"units_s": round(s.units_s, 3), "rollout_s": round(s.rollout_s, 3)},
         "scores": {k: scores.get(k) for k in SCORES},
         "_views": views,

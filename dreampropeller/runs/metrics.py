@@ -1,5 +1,6 @@
-"""What ``metrics.json`` of a finished run holds: steps, window, iterations, unit evaluations, rounds
-speedup, wall clock and its split, communication, threshold and acceptance traces."""
+"""What ``metrics.json`` of a finished run holds: steps, window, acceptance rule, iterations, unit
+evaluations, rounds speedup and units per accepted step, wall clock and its split, communication,
+threshold and acceptance traces (reported apart: rounds are not wall clock)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.picard.solver import SolverResult
+from dreampropeller.runs.resolve import solver_config
 
 
 def run_metrics(
@@ -29,7 +31,9 @@ def run_metrics(
         "executor": executor,
         "iterations": s.iterations,
         "unit_evals": s.unit_evals,
+        "acceptance_rule": solver_config(cfg).rule,
         "rounds_speedup": round(s.rounds_speedup, 4),
+        "units_per_step": round(s.unit_evals / max(sum(s.accepted), 1), 4),
         "wall_clock_s": round(train_s, 3),
         "comm_s_per_iteration": round(s.comm_s / max(s.iterations, 1), 6),
         "comm_share_of_wall": round(s.comm_s / train_s, 4) if train_s > 0 else 0.0,

@@ -51,6 +51,9 @@ def test_generate_writes_a_complete_run(tmp_path, random_prior_dir):
     assert m["steps"] == 6 and m["window"] == 4
     assert m["rounds_speedup"] == pytest.approx(6 / m["iterations"], abs=1e-3)
     assert m["unit_evals"] >= 6
+    assert m["acceptance_rule"] == "tol=0.15"
+    assert m["units_per_step"] == pytest.approx(m["unit_evals"] / 6, abs=1e-3)
+    assert sum(m["accepted_trace"]) == 6
     assert set(m["wall_clock_split"]) >= {"units_s", "rollout_s", "bookkeeping_s", "export_s"}
     assert len(m["threshold_trace"]) == m["iterations"]
     import imageio.v3 as iio
