@@ -14,6 +14,8 @@ def _rule(args: argparse.Namespace) -> dict[str, object]:
     config: dict[str, object] = {"aggregate": args.aggregate, "scale": args.scale}
     if args.init:
         config["init"] = args.init
+    if args.linearize:
+        config["linearize"] = True
     if args.rule == "ema":
         config.update(adaptive=True, threshold=args.threshold, init=args.init or "copy")
     elif args.threshold is not None:
@@ -241,6 +243,11 @@ def _rule_flags(p: argparse.ArgumentParser) -> None:
         "--init",
         choices=["copy", "extrapolate", "velocity"],
         help="guesses of new slots (default: velocity; copy with --rule ema, as the authors did)",
+    )
+    p.add_argument(
+        "--linearize",
+        action="store_true",
+        help="roll out the rejected part of each window again with secant-linearized drifts (better guesses)",
     )
 
 

@@ -132,6 +132,7 @@ class PicardConfig:
     init: str = SolverConfig.init
     scale: str = SolverConfig.scale
     max_threshold: float = SolverConfig.max_threshold
+    linearize: bool = SolverConfig.linearize
     executor: str = "auto"
     devices: list = field(default_factory=list)
     max_batch: int | None = None

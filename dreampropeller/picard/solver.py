@@ -69,6 +69,9 @@ class SolverConfig:
     length, plus ``atol`` in the process's own distance units (``error <= threshold + atol / step^2``).
     ``adaptive=True`` switches to the authors' EMA rule (``threshold`` is then its start value;
     ``None`` starts from the first window's aggregated error); :meth:`paper` builds that rule.
+    ``init`` makes the guesses of new slots; ``linearize=True`` re-rolls the rejected part of each
+    window with secant-linearized drifts (quasi-DEER / Parareal style, no extra units), for better
+    guesses in the next window; accepted steps are never changed by it.
     """
 
     window: int = 8
@@ -81,6 +84,7 @@ class SolverConfig:
     max_threshold: float = math.inf
     atol: float = 0.0
     damping: float = 1.0
+    linearize: bool = False
 
     @classmethod
     def paper(cls, window: int = 8, aggregate: str = "middle", **kwargs: Any) -> SolverConfig:
@@ -213,6 +217,7 @@ class PicardSolver:
             self.config.max_threshold,
         )
         self._step2: float | None = None
+        self._secants: dict[int, tuple[State, Drift, float]] = {}
         keys = getattr(process, "unit_keys", ()) or ()
         self._unit_buffers = tuple(k for k in keys if k not in set(process.param_keys))
 
@@ -363,10 +368,17 @@ class PicardSolver:
                 stats.thresholds.append(thr)
                 stats.errors.append(errors)
                 exact = rolled[accepted]
+                if self.config.linearize and not maps and bad_at is None:
+                    t4 = time.perf_counter()
+                    rolled = self._relinearize(rolled, guesses, drifts, errors, b, accepted)
+                    relinearize_s = time.perf_counter() - t4
+                    stats.rollout_s += relinearize_s
+                    t3 += relinearize_s  # counted as rollout, not bookkeeping
                 last_drift = drifts[len(rolled) - 2] if len(rolled) >= 2 else None
                 velocity = self._velocity(rolled)
                 guesses = self._slide(guesses, rolled, accepted, maps)
                 b += accepted
+                self._secants = {t: v for t, v in self._secants.items() if t > b}
                 stats.bookkeeping_s += (t1 - t0) + (time.perf_counter() - t3)
                 if stats.iterations > steps - start + 1:  # cannot happen: progress >= 1 per iteration
                     raise RuntimeError("Picard solver exceeded its iteration cap")
@@ -412,6 +424,61 @@ class PicardSolver:
                 maps.append((rolled[j], nxt, index_map))
             rolled.append(nxt)
         return rolled, errors, None, maps
+
+    def _relinearize(
+        self,
+        rolled: list[State],
+        guesses: list[State],
+        drifts: list[Drift],
+        errors: list[float],
+        b: int,
+        accepted: int,
+    ) -> list[State]:
+        """Roll out the rejected part of the window again with linearized drifts (``linearize=True``).
+
+        The accepted prefix is plain Picard (its drifts were evaluated at accepted guesses). From the
+        new exact state on, each step's drift is moved to the rolled state to first order:
+        ``d + c (y - g)`` per parameter tensor, ``c`` the secant slope of that step's drift between its
+        last two evaluations (same step, same seed: the step's noise cancels). Where there is no
+        secant yet, or the guess's error did not shrink since the last evaluation, the plain drift is
+        used (damping). Only the next window's guesses change, never an accepted step.
+        """
+        previous = {j: self._secants.get(b + j) for j in range(1, len(errors) + 1)}
+        for j in range(1, len(errors) + 1):
+            keys = [k for k in self.process.param_keys if k in drifts[j] and k in guesses[j]]
+            self._secants[b + j] = ({k: guesses[j][k] for k in keys}, drifts[j], errors[j - 1])
+        out = rolled[: accepted + 1]
+        for j in range(accepted, len(rolled) - 1):
+            d, before = drifts[j], previous.get(j)
+            if before is not None:
+                d = self._secant_drift(out[j], guesses[j], d, before, errors[j - 1], list(before[0]))
+            nxt, index_map = self._update(out[j], d, b + j, False)
+            if index_map or not _finite({k: nxt[k] for k in self.process.param_keys if k in nxt}):
+                return rolled  # a structure change or a diverging correction: keep the plain rollout
+            out.append(nxt)
+        return out
+
+    @staticmethod
+    def _secant_drift(
+        y: State, g: State, d: Drift, previous: tuple[State, Drift, float], error: float, keys: list[str]
+    ) -> Drift:
+        """``d + c (y - g)`` per tensor, ``c`` the secant slope against ``previous`` (guess, drift, error)."""
+        g_prev, d_prev, e_prev = previous
+        if error == 0 or not math.isfinite(error) or (math.isfinite(e_prev) and error >= e_prev):
+            return d
+        out = dict(d)
+        for k in keys:
+            if k not in g_prev or not (
+                g[k].shape == g_prev[k].shape == d[k].shape == d_prev[k].shape == y[k].shape
+            ):
+                continue
+            dg = (g[k] - g_prev[k]).double()
+            den = float(dg.square().sum())
+            if den == 0:
+                continue
+            c = float(((d[k] - d_prev[k]).double() * dg).sum()) / den
+            out[k] = d[k] + (c * (y[k] - g[k]).double()).to(d[k].dtype)
+        return out
 
     @staticmethod
     def _slide(
