@@ -184,9 +184,9 @@ class SolverResult:
     state: State
     step: int
     stats: SolverStats
-    threshold: float | None
     fault: str | None = None
     solver_state: dict[str, Any] = field(default_factory=dict)
+    """The solver's resumable state at the end (:meth:`PicardSolver.state_dict`: the threshold)."""
 
 
 def _finite(d: Drift) -> bool:
@@ -299,8 +299,12 @@ class PicardSolver:
         return {"threshold": self.threshold.value, "step_scale": self._step2}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (missing entries keep their configured values)."""
-        if state.get("threshold") is not None:
+        """Restore :meth:`state_dict` (missing entries keep their configured values).
+
+        Only the adaptive rule's threshold is state; a fixed tolerance is configuration, so a run
+        resumed with another ``--threshold`` uses the one it is given.
+        """
+        if self.config.adaptive and state.get("threshold") is not None:
             self.threshold.value = float(state["threshold"])
         if state.get("step_scale") is not None:
             self._step2 = float(state["step_scale"])
@@ -324,6 +328,7 @@ class PicardSolver:
         if not 0 <= start <= steps:
             raise PicardError(f"start must be in [0, steps], got {start} for {steps} steps")
         self._check_initial(x0)
+        self._secants = {}  # secants belong to one trajectory
         stats = SolverStats(steps=steps, start=start)
         p = self.config.window
         self.executor.bind(self.process)
@@ -400,7 +405,7 @@ class PicardSolver:
             fault = f"{type(err).__name__}: {err}"
         stats.wall_s = time.perf_counter() - t_wall
         stats.comm_s = self.executor.comm_seconds - comm0
-        return SolverResult(exact, b, stats, self.threshold.value, fault, self.state_dict())
+        return SolverResult(exact, b, stats, fault, self.state_dict())
 
     def _rollout(
         self, guesses: list[State], drifts: list[Drift], b: int, check: bool
@@ -451,7 +456,7 @@ class PicardSolver:
         for j in range(accepted, len(rolled) - 1):
             d, before = drifts[j], previous.get(j)
             if before is not None:
-                d = self._secant_drift(out[j], guesses[j], d, before, errors[j - 1], list(before[0]))
+                d = self._secant_drift(out[j], guesses[j], d, before, errors[j - 1])
             nxt, index_map = self._update(out[j], d, b + j, False)
             if index_map or not _finite({k: nxt[k] for k in self.process.param_keys if k in nxt}):
                 return rolled  # a structure change or a diverging correction: keep the plain rollout
@@ -460,17 +465,15 @@ class PicardSolver:
 
     @staticmethod
     def _secant_drift(
-        y: State, g: State, d: Drift, previous: tuple[State, Drift, float], error: float, keys: list[str]
+        y: State, g: State, d: Drift, previous: tuple[State, Drift, float], error: float
     ) -> Drift:
         """``d + c (y - g)`` per tensor, ``c`` the secant slope against ``previous`` (guess, drift, error)."""
         g_prev, d_prev, e_prev = previous
         if error == 0 or not math.isfinite(error) or (math.isfinite(e_prev) and error >= e_prev):
             return d
         out = dict(d)
-        for k in keys:
-            if k not in g_prev or not (
-                g[k].shape == g_prev[k].shape == d[k].shape == d_prev[k].shape == y[k].shape
-            ):
+        for k in g_prev:  # the parameters that have a drift
+            if not g[k].shape == g_prev[k].shape == d[k].shape == d_prev[k].shape == y[k].shape:
                 continue
             dg = (g[k] - g_prev[k]).double()
             den = float(dg.square().sum())

@@ -128,3 +128,15 @@ def test_iteration_reports_the_threshold_a_resume_must_start_from():
     resumed = PicardSolver(control, SolverConfig.paper(window=8))
     resumed.load_state_dict(seen[3])
     assert resumed.state_dict() == seen[3]
+
+
+def test_a_fixed_tolerance_is_configuration_not_resumed_state():
+    """Resuming with another fixed tolerance uses the one given (the checkpoint's is ignored); the
+    adaptive rule's threshold is state and is restored."""
+    saved = {"threshold": 0.15, "step_scale": 2.0}
+    fixed = PicardSolver(make_control("noise"), SolverConfig(threshold=0.0))
+    fixed.load_state_dict(saved)
+    assert fixed.state_dict() == {"threshold": 0.0, "step_scale": 2.0}
+    adaptive = PicardSolver(make_control("noise"), SolverConfig.paper())
+    adaptive.load_state_dict(saved)
+    assert adaptive.state_dict() == saved
