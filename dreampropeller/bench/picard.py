@@ -12,11 +12,11 @@ from dreampropeller.bench.controls import make_control
 from dreampropeller.bench.problems import make_problem
 from dreampropeller.picard.executors import Executor
 from dreampropeller.picard.process import State
-from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
+from dreampropeller.picard.solver import PAPER_RULE, PicardSolver, SolverConfig, run_sequential
 
 DEFAULT_PROBLEMS = ("quadratic", "mlp", "nonconvex", "growing")
-PAPER = {"threshold": None, "adaptive": True, "aggregate": "middle", "init": "copy"}
-"""The DreamPropeller authors' rule (adaptive EMA of the window's middle error), shown for comparison."""
+PAPER = PAPER_RULE
+"""The DreamPropeller authors' rule, shown beside the default for comparison."""
 
 
 def states_equal(a: State, b: State) -> bool:

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dreampropeller.bench.generate import psnr, text_runner
 from dreampropeller.bench.problems import make_problem
-from dreampropeller.picard.solver import PicardSolver, SolverConfig, SolverStats, run_sequential
+from dreampropeller.picard.solver import PAPER_RULE, PicardSolver, SolverConfig, SolverStats, run_sequential
 
 TOLERANCES = (0.05, 0.15, 0.5, 1.0)
 AGGREGATES = ("middle", "mean", "median")
@@ -29,7 +30,7 @@ WINDOWS = (2, 4, 8, 16)
 def rules(tolerances: Sequence[float] = TOLERANCES, aggregates: Sequence[str] = AGGREGATES) -> list[dict]:
     """Solver settings (without the window) of every rule in the sweep."""
     out: list[dict[str, Any]] = [{"threshold": float(t), "adaptive": False} for t in tolerances]
-    out += [{"threshold": None, "adaptive": True, "aggregate": a, "init": "copy"} for a in aggregates]
+    out += [{**PAPER_RULE, "aggregate": a} for a in aggregates]
     return out
 
 
@@ -94,7 +95,6 @@ def text_tradeoff(
     is the same between the sequential runs of two seeds. Scores against the library truth are kept
     per row, the sequential scores of both seeds beside them (their spread is the score noise).
     """
-    from dreampropeller.bench.generate import psnr
 
     def sequential(seed: int) -> tuple[SolverStats, Views, dict[str, Any]]:
         return run(SolverConfig(window=1, threshold=0.0), seed)
@@ -114,16 +114,17 @@ def text_tradeoff(
             print(f"[bench tradeoff] {name}: {cfg.rule}, window {p} ...", file=sys.stderr, flush=True)
             stats, views, scores = run(cfg, seeds[0])
             row = _row(rule, p, stats, ref_stats.steps)
-            row["psnr_to_sequential"] = round(psnr(ref_views, views), 3)
-            row["deviation"] = 10.0 ** (-row["psnr_to_sequential"] / 10.0)
+            mse = float((ref_views.float() - views.float()).square().mean())
+            row["deviation"] = mse
+            row["psnr_to_sequential"] = round(psnr(ref_views, views), 3) if mse > 0 else None  # JSON: no inf
             row["scores"] = scores
             rows.append(row)
     return {
         "target": name,
         "kind": "text-to-3d",
         "steps": ref_stats.steps,
-        "deviation": "turntable MSE to the sequential run (10^(-PSNR/10))",
-        "floor": 10.0 ** (-floor_psnr / 10.0),
+        "deviation": "turntable MSE to the sequential run",
+        "floor": float((ref_views.float() - other_views.float()).square().mean()),
         "floor_psnr": round(floor_psnr, 3),
         "scores_sequential": {str(seeds[0]): ref_scores, str(seeds[1]): other_scores},
         "rows": rows,
@@ -194,13 +195,19 @@ def run_tradeoff(
     sweep: Sequence[dict[str, Any]],
     windows: Sequence[int] = WINDOWS,
     steps: int | None = None,
-    extra: Sequence[Callable[[], dict[str, Any]]] = (),
+    texts: Sequence[tuple[str, str]] = (),
+    text_windows: Sequence[int] = (8,),
+    text_steps: int | None = None,
+    files: Sequence[str] = (),
+    overrides: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Every problem, then every extra target (text-to-3D), with progress on stderr."""
+    """Every problem, then every text-to-3D ``(prompt, representation)`` (``files`` and ``overrides``
+    configure those runs), with progress on stderr."""
     out = []
     for name in problems:
         print(f"[bench tradeoff] {name} ...", file=sys.stderr, flush=True)
         out.append(problem_tradeoff(name, sweep, windows, steps))
-    for make in extra:
-        out.append(make())
+    for prompt, representation in texts:
+        run = text_runner(prompt, text_steps, files, [*overrides, f"representation={representation}"])
+        out.append(text_tradeoff(f"{prompt} ({representation})", run, sweep, text_windows))
     return out

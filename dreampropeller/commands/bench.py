@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 
 def _rule(args: argparse.Namespace) -> dict[str, object]:
     """Solver settings of ``--rule`` / ``--threshold`` / ``--init`` (the sound default when not given)."""
-    config: dict[str, object] = {"aggregate": args.aggregate, "scale": args.scale}
+    from dreampropeller.picard.solver import PAPER_RULE
+
+    config: dict[str, object] = {"scale": args.scale}
+    if args.rule == "ema":
+        config.update(PAPER_RULE, aggregate=args.aggregate)
+    if args.threshold is not None:
+        config["threshold"] = args.threshold
     if args.init:
         config["init"] = args.init
     if args.linearize:
         config["linearize"] = True
-    if args.rule == "ema":
-        config.update(adaptive=True, threshold=args.threshold, init=args.init or "copy")
-    elif args.threshold is not None:
-        config["threshold"] = args.threshold
     return config
 
 
@@ -89,7 +90,6 @@ def _tradeoff(args: argparse.Namespace) -> int:
         plot_tradeoff,
         rules,
         run_tradeoff,
-        text_tradeoff,
     )
     from dreampropeller.guidance.prompts import check_prompt
 
@@ -111,39 +111,27 @@ def _tradeoff(args: argparse.Namespace) -> int:
     representations = [r for r in args.representations.split(",") if r]
     if any(r not in ("nerf", "gaussians") for r in representations):
         raise ValueError(f"--representations takes nerf, gaussians; got {args.representations!r}")
-    extra = []
-    for prompt in prompts:
-        for rep in representations:
-            extra.append(_text_target(prompt, rep, args, sweep, text_windows, text_tradeoff))
-    targets = run_tradeoff(problems, sweep, windows, args.steps, extra)
+    texts = [(prompt, rep) for prompt in prompts for rep in representations]
+    targets = run_tradeoff(
+        problems,
+        sweep,
+        windows,
+        args.steps,
+        texts,
+        text_windows,
+        args.text_steps,
+        args.config,
+        args.overrides,
+    )
     print(format_tradeoff(targets))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(targets, indent=2, allow_nan=False, default=str))
+        Path(args.json).write_text(json.dumps(targets, indent=2, allow_nan=False))
         print(f"wrote {args.json}")
     if args.plot:
         plot_tradeoff(targets, args.plot)
         print(f"wrote {args.plot}")
     return 0
-
-
-def _text_target(
-    prompt: str,
-    rep: str,
-    args: argparse.Namespace,
-    sweep: list[dict],
-    windows: list[int],
-    text_tradeoff: Callable[..., dict],
-) -> Callable[[], dict]:
-    """A deferred text-to-3D target of ``bench tradeoff`` (its prior loads only when it runs)."""
-
-    def make() -> dict:
-        from dreampropeller.bench.generate import text_runner
-
-        run = text_runner(prompt, args.text_steps, args.config, [*args.overrides, f"representation={rep}"])
-        return text_tradeoff(f"{prompt} ({rep})", run, sweep, windows)
-
-    return make
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -32,11 +32,12 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         if args.threshold is None:
             raise ConfigError("--fixed-threshold keeps --threshold fixed: give --threshold too (0 = exact)")
         out.append("picard.adaptive=false")
-    if args.rule == "ema":  # the authors' adaptive rule, started from the first window unless told
-        out.append("picard.adaptive=true")
-        out.append("picard.init=copy")
-        if args.threshold is None:
-            out.append("picard.threshold=null")
+    if args.rule == "ema":  # the authors' rule; --threshold, when given, is its start value
+        from dreampropeller.picard.solver import PAPER_RULE
+
+        keys = ("adaptive", "init") if args.threshold is not None else ("adaptive", "init", "threshold")
+        rule = {k: PAPER_RULE[k] for k in keys}  # the aggregate stays the config's (mean, median, middle)
+        out += [f"picard.{k}={'null' if v is None else str(v).lower()}" for k, v in rule.items()]
     elif args.rule == "tolerance":
         out.append("picard.adaptive=false")
     return out

@@ -60,6 +60,10 @@ of the exact step's squared length (0.39 of a step). The largest tolerance at wh
 controls accept no speculative step (0.2 lets a few through, 0.25 gives 1.25x); every bench problem
 stays within 1% of its sequential loss (docs/acceptance.md)."""
 
+PAPER_RULE: dict[str, Any] = {"threshold": None, "adaptive": True, "aggregate": "middle", "init": "copy"}
+"""The DreamPropeller authors' rule: adaptive EMA of the window-middle error started from the first
+window, new slots copied from the last rolled-out state. Kept to reproduce the paper, never the default."""
+
 
 @dataclass
 class SolverConfig:
@@ -87,11 +91,9 @@ class SolverConfig:
     linearize: bool = False
 
     @classmethod
-    def paper(cls, window: int = 8, aggregate: str = "middle", **kwargs: Any) -> SolverConfig:
-        """The DreamPropeller authors' rule: adaptive EMA of the window's ``aggregate`` error, new slots
-        copied from the last rolled-out state."""
-        kwargs.setdefault("init", "copy")
-        return cls(window=window, threshold=None, adaptive=True, aggregate=aggregate, **kwargs)
+    def paper(cls, window: int = 8, **kwargs: Any) -> SolverConfig:
+        """The DreamPropeller authors' rule (:data:`PAPER_RULE`); ``kwargs`` override its knobs."""
+        return cls(window=window, **{**PAPER_RULE, **kwargs})
 
     @property
     def rule(self) -> str:
