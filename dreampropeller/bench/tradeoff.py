@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dreampropeller.bench.generate import psnr, text_runner
+from dreampropeller.bench.picard import loss_change, seed_floor
 from dreampropeller.bench.problems import make_problem
 from dreampropeller.picard.solver import PAPER_RULE, PicardSolver, SolverConfig, SolverStats, run_sequential
 
@@ -54,15 +55,13 @@ def problem_tradeoff(
     problem = make_problem(name, steps=steps)
     T = problem.steps
     ref = problem.report_loss(run_sequential(problem.process, problem.x0, T).state)
-    other = make_problem(name, seed=1, steps=steps)
-    floor = other.report_loss(run_sequential(other.process, other.x0, other.steps).state)
     rows = []
     for rule in sweep:
         for p in windows:
             result = PicardSolver(problem.process, SolverConfig(window=p, **rule)).run(problem.x0, T)
             loss = problem.report_loss(result.state)
             row = _row(rule, p, result.stats, T)
-            row["loss_rel_change"] = (loss - ref) / abs(ref) if ref else 0.0
+            row["loss_rel_change"] = loss_change(loss, ref)
             row["deviation"] = abs(row["loss_rel_change"])
             rows.append(row)
     return {
@@ -70,7 +69,7 @@ def problem_tradeoff(
         "kind": "problem",
         "steps": T,
         "deviation": "|final loss change| relative to the sequential run",
-        "floor": abs(floor - ref) / abs(ref) if ref else 0.0,
+        "floor": abs(seed_floor(name, ref, steps)),
         "loss_sequential": ref,
         "rows": rows,
     }
