@@ -19,10 +19,9 @@ from typing import Any
 import torch
 
 from dreampropeller.config.schema import TextTo3DConfig
-from dreampropeller.evaluation.asset import evaluate_asset
 from dreampropeller.picard.process import Process
 from dreampropeller.picard.solver import SolverConfig, SolverStats
-from dreampropeller.runs.assets import asset_of, evaluation_inputs
+from dreampropeller.runs.assets import EVAL_RESOLUTION, asset_of, score_asset
 from dreampropeller.runs.driver import load_config, make_process, solve
 from dreampropeller.runs.resolve import (
     resolve_config,
@@ -33,7 +32,14 @@ from dreampropeller.runs.resolve import (
 )
 from dreampropeller.scene.cameras import turntable
 
-SCORES = ("shape_r_precision", "colour_accuracy", "silhouette_iou", "chamfer", "clf_r_precision")
+SCORES = (
+    "shape_r_precision",
+    "colour_accuracy",
+    "silhouette_iou",
+    "chamfer",
+    "clf_r_precision",
+    "colour_spread",
+)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,9 +61,9 @@ def _run(process: Process, cfg: TextTo3DConfig) -> dict:
     wall = time.perf_counter() - t0
     executor.close()
     s = result.stats
-    render_fn, mesh = evaluation_inputs(asset_of(cfg, result.state, cfg.steps))
-    views = render_fn(turntable(16, 15.0, 2.0, 50.0))[0]
-    scores = evaluate_asset(render_fn, cfg.prompt, mesh)
+    asset = asset_of(cfg, result.state, cfg.steps)
+    views = asset.render_fn(EVAL_RESOLUTION)(turntable(16, 15.0, 2.0, 50.0))[0]
+    scores = score_asset(asset, cfg.prompt)
     return {
         "window": cfg.picard.window,
         "executor": executor.name,

@@ -12,13 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dreampropeller.evaluation.asset import evaluate_asset
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, HELD_OUT, SHAPE_NAMES, prompt_for
-from dreampropeller.runs.assets import evaluation_inputs
+from dreampropeller.runs.assets import score_asset
 from dreampropeller.runs.driver import load_config, run_text_to_3d
 from dreampropeller.runs.loading import load_run
 
-SCORES = ("shape_r_precision", "colour_accuracy", "silhouette_iou", "chamfer", "clf_r_precision")
+SCORES = (
+    "shape_r_precision",
+    "colour_accuracy",
+    "silhouette_iou",
+    "chamfer",
+    "clf_r_precision",
+    "colour_spread",
+    "largest_piece_fraction",
+)
 
 
 def prompt_sample(n: int = 12) -> list[tuple[str, bool]]:
@@ -45,8 +52,7 @@ def bench_quality(
             cfg = load_config(prompt, files, overrides)
             out = Path(tmp) / f"run{i}"
             metrics = run_text_to_3d(cfg, out, progress=False, exports=False)
-            render_fn, mesh = evaluation_inputs(load_run(out).asset)
-            scores = evaluate_asset(render_fn, prompt, mesh)
+            scores = score_asset(load_run(out).asset, prompt)
             rows.append(
                 {
                     "prompt": prompt,
@@ -55,6 +61,8 @@ def bench_quality(
                     **{k: scores.get(k) for k in SCORES},
                     "predicted_shape": scores.get("predicted_shape"),
                     "predicted_colour": scores.get("predicted_colour"),
+                    "largest_piece_fraction": scores["mesh"]["largest_piece_fraction"],
+                    "pieces_removed": scores["mesh"]["pieces_removed"],
                 }
             )
     means = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in SCORES}

@@ -148,6 +148,9 @@ class ExportConfig:
     video_samples: int = 64
     mesh_resolution: int = 96
     mesh_threshold: Any = "auto"
+    # disconnected pieces with fewer faces than this fraction of the mesh are removed (floaters;
+    # threestudio's isosurface outlier rule); 0 keeps every piece
+    min_piece_fraction: float = 0.01
     elevation: float = 15.0
     distance: float = 2.0
     fovy: float = 50.0

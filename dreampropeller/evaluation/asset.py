@@ -17,6 +17,7 @@ from dreampropeller.evaluation.classifier import LibraryClassifier, load_classif
 from dreampropeller.evaluation.metrics import (
     chamfer_to_shape,
     colour_distances,
+    colour_spread,
     foreground_colour,
     frechet_distance,
     library_silhouettes,
@@ -74,6 +75,7 @@ def evaluate_asset(
     *,
     classifier: LibraryClassifier | None = None,
     cameras: Cameras | None = None,
+    albedo_fn: RenderFn | None = None,
 ) -> dict[str, Any]:
     """Metrics of one asset generated for ``prompt`` (which must name a library shape and colour).
 
@@ -83,7 +85,9 @@ def evaluate_asset(
     ``clf_r_precision`` (the prompt's combination ranks first of all shape x colour pairs),
     ``clf_shape_accuracy`` / ``clf_colour_accuracy`` (fractions of views), ``feature_distance``
     (Fréchet distance of evaluator features to the true object's renders of the same views), the
-    per-shape IoUs and predictions, and ``chamfer`` when a mesh (vertices, faces) is given.
+    per-shape IoUs and predictions, ``colour_spread`` (:func:`colour_spread` of the unlit renders of
+    ``albedo_fn``, else of ``render_fn``'s; the library truth scores ~0), and ``chamfer`` when a mesh
+    (vertices, faces) is given.
     """
     shape, colour = parse_prompt(prompt)
     cams = cameras if cameras is not None else evaluation_cameras()
@@ -118,7 +122,13 @@ def evaluate_asset(
         "clf_shape_accuracy": float((shape_logits.argmax(-1) == s_idx).float().mean()),
         "clf_colour_accuracy": float((colour_logits.argmax(-1) == c_idx).float().mean()),
         "feature_distance": frechet_distance(feats.cpu(), true_feats.cpu()),
+        "colour_spread": colour_spread(rgb, alpha),
     }
+    if albedo_fn is not None:
+        albedo, albedo_alpha = _channels_first(*albedo_fn(cams), len(cams))
+        result["colour_spread"] = colour_spread(
+            albedo.detach().float().cpu(), albedo_alpha.detach().float().cpu()
+        )
     if mesh is not None:
         vertices, faces = _mesh_arrays(mesh)
         result["chamfer"] = chamfer_to_shape(vertices, faces, shape)

@@ -55,6 +55,22 @@ def chromaticity(rgb: torch.Tensor) -> torch.Tensor:
     return rgb / rgb.sum(-1, keepdim=True).clamp(min=1e-6)
 
 
+def colour_spread(rgb: torch.Tensor, alpha: torch.Tensor, threshold: float = 0.99) -> float:
+    """How unevenly an object is coloured: RMS chromaticity distance of its covered pixels to their
+    median chromaticity (rgb [B, 3, H, W], alpha [B, 1, H, W]; pixels with alpha above ``threshold``).
+
+    0 for a uniformly coloured object whatever its shading (chromaticity ignores brightness); a
+    speckled albedo scores high. Edge pixels that mix with the background are left out by the
+    alpha threshold. No covered pixel: 0.
+    """
+    pixels = rgb.permute(0, 2, 3, 1).reshape(-1, 3)[alpha.reshape(-1) > threshold]
+    if pixels.shape[0] == 0:
+        return 0.0
+    chroma = chromaticity(pixels.double())
+    centre = chroma.median(dim=0).values
+    return float((chroma - centre).square().sum(-1).mean().sqrt())
+
+
 def colour_distances(rgb: torch.Tensor) -> torch.Tensor:
     """Chromaticity distance [n_colours] of a colour [3] to every library colour."""
     return (chromaticity(rgb)[None] - chromaticity(colour_table(rgb.device))).norm(dim=-1)

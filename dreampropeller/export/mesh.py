@@ -34,6 +34,8 @@ class Mesh:
     faces: np.ndarray  # [F, 3] int64
     colors: np.ndarray  # [V, 3] float32
     threshold: float = float("nan")  # the isosurface level used
+    pieces_removed: int = 0  # small disconnected pieces dropped by ``remove_small_pieces``
+    faces_removed: int = 0
 
 
 def sample_grid(fn: DensityFn, bound: float, resolution: int, chunk: int = 65536) -> np.ndarray:
@@ -119,6 +121,67 @@ def extract_mesh(
             cols = [color_fn(pts[s : s + chunk]).detach().float().cpu() for s in range(0, len(pts), chunk)]
         colors = torch.cat(cols).clamp(0, 1).numpy()
     return Mesh(verts.astype(np.float32), faces, colors.astype(np.float32), level)
+
+
+def connected_components(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Component label [F] of every face (faces sharing a vertex are connected), labels 0..K-1.
+
+    Union-find by repeated min-label propagation over the faces with pointer jumping, all in numpy.
+    """
+    labels = np.arange(n_vertices)
+    if len(faces) == 0:
+        return np.zeros(0, dtype=np.int64)
+    while True:
+        low = labels[faces].min(axis=1)
+        new = labels.copy()
+        for k in range(3):
+            np.minimum.at(new, faces[:, k], low)
+        new = new[new]  # pointer jumping: point at the root's label
+        while not np.array_equal(new, new[new]):
+            new = new[new]
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    _, compact = np.unique(labels[faces[:, 0]], return_inverse=True)
+    return compact.astype(np.int64)
+
+
+def remove_small_pieces(mesh: Mesh, min_fraction: float) -> Mesh:
+    """``mesh`` without its disconnected pieces of fewer than ``min_fraction`` of all faces (floaters).
+
+    The largest piece always stays; ``min_fraction`` 0 keeps everything. Unused vertices are dropped,
+    and the mesh records how many pieces and faces went (``pieces_removed``, ``faces_removed``).
+    """
+    if not 0.0 <= min_fraction < 1.0:
+        raise ExportError(f"min_piece_fraction must be in [0, 1), got {min_fraction}")
+    if min_fraction == 0.0 or len(mesh.faces) == 0:
+        return mesh
+    label = connected_components(mesh.faces, len(mesh.vertices))
+    sizes = np.bincount(label)
+    keep_piece = sizes >= min_fraction * len(mesh.faces)
+    keep_piece[int(sizes.argmax())] = True
+    if keep_piece.all():
+        return mesh
+    faces = mesh.faces[keep_piece[label]]
+    used = np.unique(faces)
+    remap = np.full(len(mesh.vertices), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return Mesh(
+        mesh.vertices[used],
+        remap[faces],
+        mesh.colors[used],
+        mesh.threshold,
+        mesh.pieces_removed + int((~keep_piece).sum()),
+        mesh.faces_removed + int(len(mesh.faces) - len(faces)),
+    )
+
+
+def piece_fractions(mesh: Mesh) -> np.ndarray:
+    """Face fraction of every connected piece of ``mesh``, largest first."""
+    if len(mesh.faces) == 0:
+        return np.zeros(0)
+    sizes = np.bincount(connected_components(mesh.faces, len(mesh.vertices)))
+    return np.sort(sizes)[::-1] / len(mesh.faces)
 
 
 def _signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:

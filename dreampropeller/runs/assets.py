@@ -7,14 +7,15 @@ Exports (:mod:`dreampropeller.runs.outputs`) and evaluation read assets only, ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from dreampropeller.config.schema import TextTo3DConfig
+from dreampropeller.evaluation.asset import evaluate_asset
 from dreampropeller.export.fields import nerf_color_fn, nerf_density_fn, nerf_render_fn
 from dreampropeller.export.gaussians import gaussian_mesh, gaussian_render_fn, write_gaussian_ply
-from dreampropeller.export.mesh import Mesh, extract_mesh
+from dreampropeller.export.mesh import Mesh, extract_mesh, piece_fractions, remove_small_pieces
 from dreampropeller.picard.process import State
 from dreampropeller.scene.views import RenderFn
 from dreampropeller.scene.volume import occupancy_grid
@@ -32,8 +33,13 @@ class Asset(Protocol):
         """Renders at ``resolution`` px (``samples`` per ray and empty-space skipping: NeRF only)."""
         ...
 
+    def albedo_fn(self, resolution: int) -> RenderFn:
+        """Unlit renders (the surface colour alone) at ``resolution`` px."""
+        ...
+
     def mesh(self, colour: bool = True) -> Mesh:
-        """The asset's surface in the canonical z-up frame (vertex colours when ``colour``)."""
+        """The asset's surface in the canonical z-up frame (vertex colours when ``colour``), without the
+        small disconnected pieces ``export.min_piece_fraction`` removes."""
         ...
 
     def write_native(self, out: Path) -> None:
@@ -49,7 +55,9 @@ class NerfAsset:
         self.params = {k: state[k] for k in nerf_keys(cfg.nerf)}
         self.levels = levels_at(cfg, step)
 
-    def render_fn(self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False) -> RenderFn:
+    def render_fn(
+        self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False, shading: str = "diffuse"
+    ) -> RenderFn:
         nerf = self.cfg.nerf
         occupancy = None
         if skip_empty:  # an occupancy grid of the final density: exports cost a fraction
@@ -61,22 +69,26 @@ class NerfAsset:
             resolution,
             resolution,
             samples,
-            shading="diffuse",
+            shading=shading,
             active_levels=self.levels,
             occupancy=occupancy,
         )
+
+    def albedo_fn(self, resolution: int) -> RenderFn:
+        return self.render_fn(resolution, shading="albedo")
 
     def mesh(self, colour: bool = True) -> Mesh:
         nerf, e = self.cfg.nerf, self.cfg.export
         color_fn = nerf_color_fn(self.params, nerf, self.levels) if colour else None
         with torch.no_grad():
-            return extract_mesh(
+            mesh = extract_mesh(
                 nerf_density_fn(self.params, nerf, self.levels),
                 color_fn,
                 bound=nerf.radius,
                 resolution=e.mesh_resolution,
                 threshold=e.mesh_threshold,
             )
+        return remove_small_pieces(mesh, e.min_piece_fraction)
 
     def write_native(self, out: Path) -> None:
         """A NeRF has no native file besides the checkpoint."""
@@ -93,11 +105,16 @@ class GaussianAsset:
         g = self.cfg.gaussians
         return gaussian_render_fn(self.state, resolution, resolution, g.color_mode, backend=g.backend)
 
+    def albedo_fn(self, resolution: int) -> RenderFn:
+        """Gaussians carry their colour unlit: the plain render."""
+        return self.render_fn(resolution)
+
     def mesh(self, colour: bool = True) -> Mesh:
         g, e = self.cfg.gaussians, self.cfg.export
-        return gaussian_mesh(
+        mesh = gaussian_mesh(
             self.state, g.color_mode, g.export_bound, e.mesh_resolution, e.mesh_threshold, colour
         )
+        return remove_small_pieces(mesh, e.min_piece_fraction)
 
     def write_native(self, out: Path) -> None:
         """``gaussians.ply`` for 3DGS viewers."""
@@ -111,7 +128,29 @@ def asset_of(cfg: TextTo3DConfig, state: State, step: int) -> Asset:
     return NerfAsset(cfg, state, step)
 
 
-def evaluation_inputs(asset: Asset) -> tuple[RenderFn, tuple[object, object]]:
-    """``(render_fn, (vertices, faces))`` of an asset, as ``evaluate_asset`` takes them."""
-    mesh = asset.mesh(colour=isinstance(asset, GaussianAsset))
-    return asset.render_fn(EVAL_RESOLUTION), (mesh.vertices, mesh.faces)
+def mesh_report(mesh: Mesh) -> dict[str, float | int]:
+    """What ``metrics.json`` says about an exported mesh: its size, pieces and the floaters removed."""
+    fractions = piece_fractions(mesh)
+    return {
+        "vertices": len(mesh.vertices),
+        "faces": len(mesh.faces),
+        "pieces": len(fractions),
+        "largest_piece_fraction": round(float(fractions[0]), 4) if len(fractions) else 0.0,
+        "pieces_removed": mesh.pieces_removed,
+        "faces_removed": mesh.faces_removed,
+    }
+
+
+def score_asset(asset: Asset, prompt: str, mesh: Mesh | None = None) -> dict[str, Any]:
+    """``evaluate_asset`` of an asset (lit renders, unlit ones for colour spread, its mesh) plus the
+    mesh's :func:`mesh_report` under ``"mesh"``."""
+    if mesh is None:
+        mesh = asset.mesh(colour=isinstance(asset, GaussianAsset))
+    scores = evaluate_asset(
+        asset.render_fn(EVAL_RESOLUTION),
+        prompt,
+        (mesh.vertices, mesh.faces),
+        albedo_fn=asset.albedo_fn(EVAL_RESOLUTION),
+    )
+    scores["mesh"] = mesh_report(mesh)
+    return scores

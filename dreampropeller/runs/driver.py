@@ -135,7 +135,7 @@ def run_text_to_3d(
         metrics["executor_report"] = executor.report()
     if exports:
         t1 = time.perf_counter()
-        write_outputs(asset_of(run, result.state, run.steps), out, run)
+        metrics["mesh"] = write_outputs(asset_of(run, result.state, run.steps), out, run)
         metrics["wall_clock_split"]["export_s"] = round(time.perf_counter() - t1, 3)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finish_directory(out)

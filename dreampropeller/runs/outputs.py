@@ -11,11 +11,12 @@ import torch
 from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.export.mesh import write_glb, write_obj
 from dreampropeller.export.video import write_turntable, write_views_png
-from dreampropeller.runs.assets import Asset
+from dreampropeller.runs.assets import Asset, mesh_report
 
 
-def write_outputs(asset: Asset, out: Path, cfg: TextTo3DConfig) -> None:
-    """Write the exports of ``asset`` into the run directory ``out`` (settings: ``cfg.export``)."""
+def write_outputs(asset: Asset, out: Path, cfg: TextTo3DConfig) -> dict[str, float | int]:
+    """Write the exports of ``asset`` into the run directory ``out`` (settings: ``cfg.export``);
+    returns the mesh's :func:`~dreampropeller.runs.assets.mesh_report` (pieces, floaters removed)."""
     e = cfg.export
     asset.write_native(out)
     render = asset.render_fn(e.video_size, e.video_samples, skip_empty=True)
@@ -28,3 +29,4 @@ def write_outputs(asset: Asset, out: Path, cfg: TextTo3DConfig) -> None:
         mesh = asset.mesh()
     write_obj(mesh, out / "mesh.obj")
     write_glb(mesh, out / "mesh.glb")
+    return mesh_report(mesh)

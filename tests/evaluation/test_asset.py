@@ -85,3 +85,18 @@ def test_bad_inputs(classifier, tmp_path):
         )
     with pytest.raises(ClassifierWeightsMissing, match="prior train-evaluator"):
         load_classifier(tmp_path)
+
+
+def test_the_library_truth_is_uniformly_coloured_and_a_speckled_albedo_is_not(classifier):
+    truth = library_render_fn("cube", "red")
+    result = evaluate_asset(truth, "a red cube", classifier=classifier)
+    assert result["colour_spread"] < 1e-3
+
+    def speckled(cameras):
+        rgb, alpha = truth(cameras)
+        noise = torch.rand(rgb.shape, generator=torch.Generator().manual_seed(0))
+        return (0.5 * rgb + 0.5 * noise), alpha
+
+    noisy = evaluate_asset(truth, "a red cube", classifier=classifier, albedo_fn=speckled)
+    assert noisy["colour_spread"] > 0.05
+    assert noisy["shape_r_precision"] == result["shape_r_precision"]  # the lit render is the same

@@ -79,3 +79,23 @@ def test_frechet_distance():
     assert shifted == pytest.approx(4.0, abs=1e-6)
     b = torch.randn(500, 4, generator=gen) * 2
     assert frechet_distance(a, b) > 2.0
+
+
+def test_colour_spread_is_zero_for_a_shaded_uniform_colour_and_matches_a_hand_computation():
+    from dreampropeller.evaluation.metrics import colour_spread
+
+    alpha = torch.ones(1, 1, 2, 2)
+    red = torch.tensor([0.8, 0.2, 0.1])
+    brightness = torch.tensor([1.0, 0.5, 0.25, 0.9]).reshape(1, 1, 2, 2)
+    shaded = red.reshape(1, 3, 1, 1) * brightness  # shading only scales: chromaticity stays
+    assert colour_spread(shaded, alpha) == pytest.approx(0.0, abs=1e-9)
+    # three grey pixels (chromaticity 1/3 each) and one pure red one (1, 0, 0): the median is grey,
+    # so the RMS distance is sqrt(((2/3)^2 + 2 (1/3)^2) / 4) = sqrt(6/9 / 4)
+    rgb = torch.full((1, 3, 2, 2), 0.5)
+    rgb[0, :, 1, 1] = torch.tensor([1.0, 0.0, 0.0])
+    assert colour_spread(rgb, alpha) == pytest.approx((6 / 9 / 4) ** 0.5, rel=1e-6)
+    # pixels under the alpha threshold (edges mixed with the background) do not count
+    edge = alpha.clone()
+    edge[0, 0, 1, 1] = 0.5
+    assert colour_spread(rgb, edge) == pytest.approx(0.0, abs=1e-9)
+    assert colour_spread(rgb, torch.zeros_like(alpha)) == 0.0

@@ -63,3 +63,77 @@ def test_bad_thresholds_raise():
         extract_mesh(lambda p: torch.zeros(len(p)), resolution=16)
     with pytest.raises(ExportError, match="threshold"):
         extract_mesh(sphere_density, resolution=16, threshold="median")
+
+
+def _components_by_search(faces: np.ndarray, n_vertices: int) -> list[set[int]]:
+    """Face sets of the connected pieces, by breadth-first search over shared vertices (brute force)."""
+    by_vertex: dict[int, list[int]] = {v: [] for v in range(n_vertices)}
+    for f, tri in enumerate(faces):
+        for v in tri:
+            by_vertex[int(v)].append(f)
+    seen, pieces = set(), []
+    for start in range(len(faces)):
+        if start in seen:
+            continue
+        piece, todo = set(), [start]
+        while todo:
+            f = todo.pop()
+            if f in piece:
+                continue
+            piece.add(f)
+            todo += [g for v in faces[f] for g in by_vertex[int(v)] if g not in piece]
+        seen |= piece
+        pieces.append(piece)
+    return pieces
+
+
+def test_connected_components_match_a_breadth_first_search():
+    from dreampropeller.export.mesh import connected_components
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        n = 60
+        faces = rng.integers(0, n, size=(25, 3))  # random sparse triangles: many small pieces
+        label = connected_components(faces, n)
+        got = sorted(sorted(np.flatnonzero(label == k).tolist()) for k in range(label.max() + 1))
+        want = sorted(sorted(p) for p in _components_by_search(faces, n))
+        assert got == want
+
+
+def _two_balls(small_radius: float):
+    def density(points: torch.Tensor) -> torch.Tensor:
+        big = 50.0 * torch.sigmoid((0.5 - points.norm(dim=-1)) / 0.01)
+        floater = 50.0 * torch.sigmoid(
+            (small_radius - (points - torch.tensor([0.8, 0.8, 0.8])).norm(dim=-1)) / 0.01
+        )
+        return big + floater
+
+    return extract_mesh(density, red_above, bound=1.0, resolution=48, threshold=25.0)
+
+
+def test_small_pieces_are_removed_and_counted():
+    from dreampropeller.export.mesh import piece_fractions, remove_small_pieces
+
+    mesh = _two_balls(0.08)
+    fractions = piece_fractions(mesh)
+    assert len(fractions) == 2 and fractions[1] < 0.05
+    clean = remove_small_pieces(mesh, 0.05)
+    assert clean.pieces_removed == 1
+    assert clean.faces_removed == len(mesh.faces) - len(clean.faces) == round(fractions[1] * len(mesh.faces))
+    assert np.linalg.norm(clean.vertices, axis=1).max() < 0.6  # only the big ball is left
+    assert clean.faces.max() == len(clean.vertices) - 1 and len(clean.colors) == len(clean.vertices)
+    tm = trimesh.Trimesh(clean.vertices, clean.faces, process=True)
+    assert tm.is_watertight and len(tm.split(only_watertight=False)) == 1
+    # a threshold below the floater's share keeps it; 0 keeps everything
+    assert remove_small_pieces(mesh, 0.5 * fractions[1]).pieces_removed == 0
+    assert remove_small_pieces(mesh, 0.0) is mesh
+    with pytest.raises(ExportError, match="min_piece_fraction"):
+        remove_small_pieces(mesh, 1.0)
+
+
+def test_the_largest_piece_always_stays():
+    from dreampropeller.export.mesh import remove_small_pieces
+
+    mesh = _two_balls(0.3)  # two pieces of comparable size: neither reaches 90% of the faces
+    clean = remove_small_pieces(mesh, 0.9)
+    assert clean.pieces_removed == 1 and len(clean.faces) > 0.5 * len(mesh.faces)

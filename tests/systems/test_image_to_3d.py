@@ -13,7 +13,6 @@ from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.export.gaussians import read_gaussian_ply
 from dreampropeller.guidance.tiny.model import TinyPrior, TinyPriorConfig
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
-from dreampropeller.runs.assets import evaluation_inputs
 from dreampropeller.runs.driver import run_text_to_3d
 from dreampropeller.runs.loading import load_run
 from dreampropeller.scene.gaussians import MEANS
@@ -143,7 +142,7 @@ def test_generate_gaussians_end_to_end(tmp_path, prior_dir):
     assert list(ply)[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     loaded = load_run(run)
     prompt = loaded.cfg.prompt
-    _, (_verts, faces) = evaluation_inputs(loaded.asset)
+    faces = loaded.asset.mesh(colour=False).faces
     from dreampropeller.scene.cameras import turntable
 
     rgb, alpha = loaded.asset.render_fn(16)(turntable(2))
