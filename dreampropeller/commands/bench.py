@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from dreampropeller.commands import add_command
+
 
 def _rule(args: argparse.Namespace) -> dict[str, object]:
     """Solver settings of ``--rule`` / ``--threshold`` / ``--init`` (the sound default when not given)."""
@@ -200,6 +202,7 @@ def _quality(args: argparse.Namespace) -> int:
         print(
             f"{r['prompt']:<28}{'held-out' if r['held_out'] else '':>9}  shape {r['shape_r_precision']:.0f} "
             f"colour {r['colour_accuracy']:.0f} IoU {r['silhouette_iou']:.3f} chamfer {r['chamfer']:.4f} "
+            f"spread {r['colour_spread']:.4f} largest piece {100 * r['largest_piece_fraction']:.1f}% "
             f"({r['predicted_shape']}, {r['predicted_colour']})"
         )
     print(f"mean {result['mean']}")
@@ -241,32 +244,69 @@ def _rule_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bench` and its subcommands."""
-    bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios)")
-    bsub = bench.add_subparsers(dest="bench", required=True)
-    p = bsub.add_parser("picard", help="Picard engine on optimization problems: sequential vs propelled")
+    bench = add_command(
+        sub,
+        "bench",
+        "benchmarks: sequential vs propelled speed, always with quality, side by side",
+        "Benchmarks that print speed ratios beside the quality deviation and the noise floor (the same "
+        "between seeds), in one run.",
+        [
+            "dreampropeller bench picard                       (the engine on optimization problems)",
+            'dreampropeller bench generate --prompt "a red cube" --seeds 0,1 --json bench.json',
+            "dreampropeller bench quality --json quality.json  (12 prompts scored, about 30 minutes)",
+        ],
+    )
+    bsub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    p = add_command(
+        bsub,
+        "picard",
+        "Picard engine on optimization problems: sequential vs propelled",
+        "The solver on deterministic and stochastic optimization problems (quadratic, mlp, nonconvex, "
+        "growing, mlp-sgd): rounds speedup per window, final-loss change against the sequential run, the "
+        "seed floor, an exactness check at threshold 0, and negative controls whose guesses are never "
+        "right (they must show ~1.0x). Takes a few minutes on a CPU.",
+        [
+            "dreampropeller bench picard",
+            "dreampropeller bench picard --problems mlp --window 16 --json picard.json",
+            "dreampropeller bench picard --rule ema          (the authors' rule, for comparison)",
+        ],
+    )
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--problems", help="comma-separated: quadratic,mlp,nonconvex,growing,mlp-sgd")
-    p.add_argument("--window", type=int, default=8)
+    p.add_argument("--window", type=int, default=8, help="the propelled run's window (default 8)")
     p.add_argument("--windows", default="2,4,8,16", help="windows of the rounds-speedup table")
     p.add_argument("--steps", type=int, default=None, help="override each problem's step count")
     _rule_flags(p)
-    p.add_argument("--scale", default="step", choices=["step", "none"])
     p.add_argument(
-        "--executor", default="sequential", choices=["sequential", "batched", "devices", "distributed"]
+        "--scale",
+        default="step",
+        choices=["step", "none"],
+        help="step (default): errors in units of the exact step's squared length; none: absolute",
+    )
+    p.add_argument(
+        "--executor",
+        default="sequential",
+        choices=["sequential", "batched", "devices", "distributed"],
+        help="how a window's units are evaluated (default sequential: rounds are what is measured)",
     )
     p.add_argument("--devices", help="comma-separated torch devices for --executor devices")
     p.add_argument("--no-exact", action="store_true", help="skip the threshold-0 exactness run")
     p.add_argument("--no-controls", action="store_true", help="skip the negative controls")
     p.set_defaults(func=_picard)
 
-    t = bsub.add_parser(
+    t = add_command(
+        bsub,
         "tradeoff",
-        help="rounds speedup against quality deviation for every acceptance rule and window",
-        description="Sweep the acceptance rule (the sound tolerance rule at several tolerances; the "
+        "rounds speedup against quality deviation for every acceptance rule and window",
+        "Sweep the acceptance rule (the sound tolerance rule at several tolerances; the "
         "authors' adaptive EMA rule with each aggregate) and the window on the bench problems and, with "
         "--prompts, on text-to-3D with the embedded prior. Each target is also run sequentially from two "
         "seeds: the noise floor a rule's deviation must stay under. Text-to-3D runs take minutes each on "
         "a CPU (about 2 x rules x windows runs per prompt and representation).",
+        [
+            "dreampropeller bench tradeoff --plot tradeoff.png",
+            'dreampropeller bench tradeoff --problems "" --prompts "a red cube" --text-steps 200',
+        ],
     )
     t.add_argument("overrides", nargs="*", help="key=value config overrides for the text-to-3D runs")
     t.add_argument("--json", help="write every target's rows to this JSON file")
@@ -285,34 +325,79 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     t.set_defaults(func=_tradeoff)
 
-    g = bsub.add_parser("generate", help="text-to-3D sequential vs propelled: speed and quality side by side")
+    g = add_command(
+        bsub,
+        "generate",
+        "text-to-3D sequential vs propelled: speed and quality side by side",
+        "Run one prompt sequentially and propelled from each seed; report rounds speedup, wall clock, units "
+        "per accepted step, PSNR of the propelled turntable to the sequential one, and the scores of both. "
+        "Several seeds give the noise floor (PSNR and score spread between seeds).",
+        [
+            'dreampropeller bench generate --prompt "a red cube" --seeds 0,1 --json bench.json',
+            "dreampropeller bench generate --representation gaussians --config dreamgaussian --window 8",
+        ],
+    )
     g.add_argument("overrides", nargs="*", help="key=value config overrides")
     g.add_argument("--json", help="write results to this JSON file")
-    g.add_argument("--prompt", default="a red cube")
-    g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--prompt", default="a red cube", help="the prompt (default: a red cube)")
+    g.add_argument("--steps", type=int, default=None, help="steps of each run (default: the config's)")
     g.add_argument("--window", default="8", help="propelled window (auto = the hardware's default)")
     g.add_argument("--seeds", default="0", help="comma-separated seeds (several measure the noise floor)")
-    g.add_argument("--executor", default="batched", choices=["sequential", "batched", "devices"])
+    g.add_argument(
+        "--executor",
+        default="batched",
+        choices=["sequential", "batched", "devices"],
+        help="how the propelled run evaluates a window (default: one batch)",
+    )
     g.add_argument("--representation", default=None, help="nerf (default) or gaussians")
     g.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     g.set_defaults(func=_generate)
 
-    q = bsub.add_parser("quality", help="text-to-3D over a fixed prompt sample (held-out included), scored")
+    q = add_command(
+        bsub,
+        "quality",
+        "text-to-3D over a fixed prompt sample (held-out included), scored",
+        "Generate every prompt of a fixed sample (the 6 shape x colour combinations the prior never saw, "
+        "then seen ones) with the default settings and score each asset as `eval` does: shape "
+        "R-precision, colour accuracy, silhouette IoU, chamfer, colour spread, mesh pieces. About 30 "
+        "minutes on a CPU for 12 prompts.",
+        [
+            "dreampropeller bench quality --json quality.json",
+            "dreampropeller bench quality --prompts 4 representation=gaussians",
+        ],
+    )
     q.add_argument("overrides", nargs="*", help="key=value config overrides")
     q.add_argument("--json", help="write results to this JSON file")
     q.add_argument("--prompts", type=int, default=12, help="sample size (the 6 held-out combinations first)")
     q.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     q.set_defaults(func=_quality)
-    p = bsub.add_parser("prior", help="SDS units/s of an SD-2.1-base-shaped prior per batch size")
+    p = add_command(
+        bsub,
+        "prior",
+        "SDS units/s of an SD-2.1-base-shaped prior per batch size",
+        "How many SDS evaluations per second a Stable-Diffusion-shaped UNet (random weights) gives at each "
+        "batch size: the throughput a window of batched units can reach on this hardware.",
+        [
+            "dreampropeller bench prior --batches 1,4,8",
+            "dreampropeller bench prior --device cuda --json p.json",
+        ],
+    )
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--small", action="store_true", help="a scaled-down model (the default on a CPU)")
     p.add_argument("--device", help="default: cuda when available, else cpu")
     p.add_argument("--batches", default="1,2,4,8,16", help="comma-separated batch sizes")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per batch size (median reported)")
     p.set_defaults(func=_prior)
-    v = bsub.add_parser("vsd", help="VSD: propelled vs sequential wall clock (random SD-shaped prior)")
-    v.add_argument("--steps", type=int, default=200)
-    v.add_argument("--window", type=int, default=8)
+    v = add_command(
+        bsub,
+        "vsd",
+        "VSD: propelled vs sequential wall clock (random SD-shaped prior)",
+        "ProlificDreamer's VSD with each LoRA arrangement (worker, synchronized), sequential vs propelled, "
+        "on a Stable-Diffusion-shaped prior with random weights: wall clock and rounds.",
+        ["dreampropeller bench vsd --steps 100", "dreampropeller bench vsd --arch sd21-base --device cuda"],
+    )
+    v.add_argument("--steps", type=int, default=200, help="steps of each run")
+    v.add_argument("--window", type=int, default=8, help="the propelled run's window")
     v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="sd21-base on CUDA, else tiny")
     v.add_argument("--device", help="default: cuda when available, else cpu")
     v.add_argument("--modes", default="worker,synchronized", help="comma-separated LoRA modes")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dreampropeller.commands import add_command
+
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """Command-line flags as config overrides (flags win over --config files)."""
@@ -94,16 +96,44 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+ABOUT = """\
+Optimize a 3D asset for a prompt by score distillation, with the optimizer's steps evaluated a window
+at a time in parallel (Picard iteration) and accepted only where they match the sequential run.
+The run directory gets turntable.mp4, views.png, mesh.glb and mesh.obj (small floating pieces
+removed), gaussians.ply for Gaussian runs, metrics.json (speedup, iterations, acceptance traces,
+wall-clock split, mesh pieces), config.yaml (every setting, reusable with --config), log.txt and a
+checkpoint. Any config key can be set as key=value after the prompt (--print-config lists them).
+"""
+EXAMPLES = (
+    'dreampropeller generate "a red cube" --out runs/red-cube',
+    'dreampropeller generate "a blue sphere" --out runs/sphere --representation gaussians',
+    'dreampropeller generate "a green torus" --out runs/torus --window 1        (the sequential run)',
+    'dreampropeller generate "a red cube" --out runs/cube steps=1200 sds.guidance_scale=30',
+    "dreampropeller generate --resume runs/red-cube                                (after Ctrl-C)",
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `generate`."""
-    p = sub.add_parser("generate", help="text-to-3D: a prompt in, a NeRF, turntable video and mesh out")
+    p = add_command(
+        sub,
+        "generate",
+        "text-to-3D (or image-to-3D): a prompt in; a 3D asset, turntable video and mesh out",
+        ABOUT,
+        EXAMPLES,
+    )
     p.add_argument(
         "items", nargs="*", help='the prompt ("a red cube") followed by key=value config overrides'
     )
     p.add_argument("--out", help="output directory (must be new or empty unless --overwrite)")
     p.add_argument("--steps", type=int, help="optimization steps")
     p.add_argument("--window", help="Picard window: 1 = sequential; auto = fastest measured on this hardware")
-    p.add_argument("--executor", choices=["auto", "sequential", "batched", "devices", "distributed"])
+    p.add_argument(
+        "--executor",
+        choices=["auto", "sequential", "batched", "devices", "distributed"],
+        help="how a window's steps are evaluated: batched (one batch, default on one device), devices (one "
+        "GPU each), distributed (under torchrun), sequential (one after another)",
+    )
     p.add_argument(
         "--threshold",
         type=float,
@@ -120,7 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fixed-threshold", action="store_true", help="keep --threshold fixed (needs --threshold)"
     )
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed (default 0); the same seed gives the same run")
     p.add_argument("--prior", help="tiny (embedded default), sd, if")
     p.add_argument("--prior-path", help="local directory or hub id of the prior's weights")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")

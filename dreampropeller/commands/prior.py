@@ -10,57 +10,95 @@ from pathlib import Path
 
 import torch
 
+from dreampropeller.commands import add_command
 from dreampropeller.picard.device import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``prior train|sample|eval|train-evaluator``."""
-    prior = subparsers.add_parser("prior", help="the embedded tiny diffusion prior")
-    sub = prior.add_subparsers(dest="prior_command", required=True)
+    prior = add_command(
+        subparsers,
+        "prior",
+        "the embedded tiny diffusion prior: train it, sample it, score it",
+        "The embedded prior is a small text-conditioned diffusion model of a library of shapes and colours "
+        "(shipped with the package), so text-to-3D runs and is scored objectively on a CPU. These commands "
+        "reproduce and inspect it; generating 3D assets does not need them.",
+        [
+            'dreampropeller prior sample --prompt "a red cube" --out cube.png',
+            "dreampropeller prior eval --json prior_eval.json",
+            "dreampropeller prior train --out runs/prior --minutes 30",
+        ],
+    )
+    sub = prior.add_subparsers(dest="prior_command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser(
-        "train", help="train the tiny prior (resumable; exports EMA weights to OUT/export)"
+    train = add_command(
+        sub,
+        "train",
+        "train the tiny prior (resumable; exports EMA weights to OUT/export)",
+        "Train the embedded prior on rendered library shapes. OUT gets checkpoint.pt, log.txt and "
+        "export/ (the EMA weights, loadable with --prior-path).",
+        [
+            "dreampropeller prior train --out runs/prior --minutes 30",
+            "dreampropeller prior train --out runs/prior --resume",
+        ],
     )
     train.add_argument("--out", required=True, help="run directory (checkpoint, log, export/)")
     train.add_argument("--steps", type=int, help="stop after this many steps in total")
     train.add_argument("--minutes", type=float, help="stop after this many minutes of this invocation")
     train.add_argument("--batch", type=int, help="images per step (default 512 on CUDA, 32 on the CPU)")
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     train.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--views-per-shape", type=int, help="traced views per shape in the geometry pool")
-    train.add_argument("--checkpoint-every", type=int, default=1000)
-    train.add_argument("--log-every", type=int, default=50)
+    train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    train.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     train.add_argument("--safe", action="store_true", help="CUDA in plain float32 (no bf16, channels-last)")
     train.set_defaults(func=_train)
 
-    sample = sub.add_parser("sample", help="sample images of prompts (DDIM, classifier-free guidance)")
+    sample = add_command(
+        sub,
+        "sample",
+        "sample images of prompts (DDIM, classifier-free guidance)",
+        "Sample images of prompts from the prior around a turntable; one PNG, a row per prompt.",
+        ['dreampropeller prior sample --prompt "a red cube" --prompt "a blue torus" --out samples.png'],
+    )
     sample.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
     sample.add_argument("--out", required=True, help="PNG file: one row per prompt")
     _common_sampling(sample)
     sample.add_argument("--n", type=int, default=8, help="samples per prompt, around a turntable")
-    sample.add_argument("--elevation", type=float, default=20.0)
-    sample.add_argument("--distance", type=float, default=1.75)
+    sample.add_argument("--elevation", type=float, default=20.0, help="camera elevation, degrees")
+    sample.add_argument("--distance", type=float, default=1.75, help="camera distance")
     sample.add_argument("--scale", type=int, default=4, help="pixel enlargement in the PNG")
     sample.set_defaults(func=_sample)
 
-    ev = sub.add_parser("eval", help="score the prior's samples of every prompt with the learned evaluator")
+    ev = add_command(
+        sub,
+        "eval",
+        "score the prior's samples of every prompt with the learned evaluator",
+        "Sample every library prompt (held-out combinations included) and score the samples' shape and "
+        "colour with the learned evaluator; the metrics go to --json.",
+        ["dreampropeller prior eval --json prior_eval.json --png prior_eval.png"],
+    )
     ev.add_argument("--json", required=True, help="write the metrics here")
     ev.add_argument("--png", help="also write the samples as a grid (one row per shape)")
     _common_sampling(ev)
-    ev.add_argument("--samples-per-prompt", type=int, default=4)
+    ev.add_argument("--samples-per-prompt", type=int, default=4, help="samples scored per prompt")
     ev.add_argument("--evaluator", help="evaluator weights (default: the shipped ones)")
     ev.set_defaults(func=_eval)
 
-    ev_train = sub.add_parser(
-        "train-evaluator", help="train the learned evaluator (classifier) of the metrics"
+    ev_train = add_command(
+        sub,
+        "train-evaluator",
+        "train the learned evaluator (classifier) of the metrics",
+        "Train the shape and colour classifier that `eval` and `prior eval` use as their learned evaluator.",
+        ["dreampropeller prior train-evaluator --out runs/evaluator"],
     )
     ev_train.add_argument("--out", required=True, help="directory for classifier.safetensors/.json")
-    ev_train.add_argument("--steps", type=int, default=1500)
-    ev_train.add_argument("--batch", type=int, default=64)
-    ev_train.add_argument("--seed", type=int, default=0)
-    ev_train.add_argument("--device", default="cpu")
+    ev_train.add_argument("--steps", type=int, default=1500, help="training steps")
+    ev_train.add_argument("--batch", type=int, default=64, help="images per step")
+    ev_train.add_argument("--seed", type=int, default=0, help="random seed")
+    ev_train.add_argument("--device", default="cpu", help="cpu or cuda")
     ev_train.set_defaults(func=_train_evaluator)
 
 
@@ -70,8 +108,8 @@ def _common_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance", type=float, nargs="+", help="guidance scale(s) (default: the weights' own)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
 
 
 def _load_prior(args: argparse.Namespace):

@@ -59,6 +59,30 @@ def test_generate_writes_a_complete_run(tmp_path, random_prior_dir):
     import imageio.v3 as iio
 
     assert iio.imread(out / "turntable.mp4").shape[0] == 4
+    mesh = m["mesh"]  # the exported mesh's pieces, as the glb holds them
+    import trimesh
+
+    glb = trimesh.load(out / "mesh.glb", force="mesh")
+    assert mesh["faces"] == len(glb.faces) and mesh["pieces"] >= 1
+    assert 0.0 < mesh["largest_piece_fraction"] <= 1.0 and mesh["pieces_removed"] >= 0
+
+
+def test_eval_prints_a_table_and_writes_json_only_when_asked(tmp_path, capsys, random_prior_dir):
+    assert gen(tmp_path, random_prior_dir, "--window", "2", steps=2) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["eval", str(run)]) == 0
+    text = capsys.readouterr().out
+    for label in ("shape R-precision", "silhouette IoU", "colour accuracy", "colour spread", "chamfer"):
+        assert label in text
+    assert sorted(p.name for p in run.iterdir()) == before  # no file without --json
+    assert main(["eval", str(run), "--json", str(tmp_path / "scores" / "eval.json")]) == 0
+    scores = json.loads((tmp_path / "scores" / "eval.json").read_text())
+    assert scores["prompt"] == "a red cube" and f"{scores['silhouette_iou']:.3f}" in text
+    assert scores["colour_spread"] >= 0.0 and scores["mesh"]["faces"] > 0
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
