@@ -110,6 +110,7 @@ class LossConfig:
     lambda_orient: Any = 0.0
     lambda_sparsity: Any = 0.0
     lambda_z_variance: Any = 0.0
+    lambda_normal_smooth: Any = 0.0  # rendered normal maps' neighbour differences (lit steps only)
 
 
 @dataclass

@@ -72,6 +72,7 @@ class NerfAsset:
             shading=shading,
             active_levels=self.levels,
             occupancy=occupancy,
+            shading_cfg=self.cfg.shading,  # lit as in training, so the object reads as the prior saw it
         )
 
     def albedo_fn(self, resolution: int) -> RenderFn:

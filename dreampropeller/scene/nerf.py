@@ -44,6 +44,9 @@ class NeRFConfig:
     density_layers: int = 1
     albedo_hidden: int = 64
     albedo_layers: int = 1
+    # the albedo reads the coarsest ``albedo_levels`` hash-grid levels only (null: all of them): fine
+    # levels let score distillation paint per-texel colour noise onto surfaces meant to be uniform
+    albedo_levels: int | None = None
     density_activation: str = "softplus"
     density_bias: str = "blob_magic3d"
     blob_density: float = 10.0
@@ -83,6 +86,8 @@ class NeRFConfig:
         self.background_color = tuple(float(c) for c in self.background_color)
         if len(self.background_color) != 3:
             raise SceneError(f"nerf.background_color needs 3 values, got {self.background_color}")
+        if self.albedo_levels is not None and not 1 <= self.albedo_levels <= self.n_levels:
+            raise SceneError(f"nerf.albedo_levels must be in [1, n_levels={self.n_levels}] or null")
         self.grid  # noqa: B018 - validates the grid sizes now rather than at first use
 
     @property
@@ -118,8 +123,9 @@ def init_nerf_params(cfg: NeRFConfig, generator: torch.Generator) -> Params:
     params |= _init_mlp(
         "geometry.density_net", [enc_dim] + [cfg.density_hidden] * cfg.density_layers + [1], generator
     )
+    albedo_dim = enc_dim if cfg.albedo_levels is None else cfg.albedo_levels * cfg.n_features_per_level
     params |= _init_mlp(
-        "material.albedo_net", [enc_dim] + [cfg.albedo_hidden] * cfg.albedo_layers + [3], generator
+        "material.albedo_net", [albedo_dim] + [cfg.albedo_hidden] * cfg.albedo_layers + [3], generator
     )
     if cfg.background == "mlp":
         in_dim = 3 + 6 * cfg.background_frequencies
@@ -249,8 +255,14 @@ def nerf_field(
     feats = _encode(params, points, cfg, active_levels)
     raw = batched_mlp(params, "geometry.density_net", feats)[..., 0]
     density = _activate(raw + density_bias(points, cfg), cfg)
-    albedo = torch.sigmoid(batched_mlp(params, "material.albedo_net", feats))
-    return density, albedo
+    return density, _albedo(params, feats, cfg)
+
+
+def _albedo(params: Mapping[str, torch.Tensor], feats: torch.Tensor, cfg: NeRFConfig) -> torch.Tensor:
+    """Albedo [P, N, 3] in [0, 1] from the encoding (its coarsest ``cfg.albedo_levels`` levels)."""
+    if cfg.albedo_levels is not None:
+        feats = feats[..., : cfg.albedo_levels * cfg.n_features_per_level]
+    return torch.sigmoid(batched_mlp(params, "material.albedo_net", feats))
 
 
 def density_gradient(

@@ -47,3 +47,18 @@ def z_variance(weights: torch.Tensor, t: torch.Tensor, opacity_floor: float = 1e
     mask = (total > opacity_floor).to(var.dtype)
     p = weights.shape[0]
     return (var * mask).reshape(p, -1).sum(-1) / mask.reshape(p, -1).sum(-1).clamp_min(1.0)
+
+
+def normal_smoothness(normal: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+    """Smoothness of rendered normal maps [P]: mean squared difference of neighbouring pixels' normals.
+
+    ``normal`` [P, B, H, W, 3] (opacity-weighted sums of unit normals, as the renderer returns them),
+    ``opacity`` [P, B, H, W, 1]. Each pair is weighted by the (detached) product of the two pixels'
+    opacities, so only pairs inside the silhouette count and the silhouette itself is not smoothed.
+    Flat faces get one normal, hence one shade, instead of bumps that light into speckle.
+    """
+    o = opacity.detach()
+    n = normal / o.clamp_min(1e-3)  # unit-length where opaque
+    dx = (n[:, :, :, 1:] - n[:, :, :, :-1]).square().sum(-1, keepdim=True) * o[:, :, :, 1:] * o[:, :, :, :-1]
+    dy = (n[:, :, 1:] - n[:, :, :-1]).square().sum(-1, keepdim=True) * o[:, :, 1:] * o[:, :, :-1]
+    return 0.5 * (_per_slot_mean(dx) + _per_slot_mean(dy))

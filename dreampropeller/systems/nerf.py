@@ -23,7 +23,12 @@ from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.nerf import NeRFConfig, init_nerf_params, nerf_density, sample_background_colors
-from dreampropeller.scene.regularizers import opacity_sparsity, orientation_loss, z_variance
+from dreampropeller.scene.regularizers import (
+    normal_smoothness,
+    opacity_sparsity,
+    orientation_loss,
+    z_variance,
+)
 from dreampropeller.scene.shading import choose_shading, sample_light_positions
 from dreampropeller.scene.volume import occupancy_grid, render_cameras
 
@@ -123,7 +128,9 @@ class NerfTextTo3D(Process):
         leaves = {k: torch.stack([x[k].detach() for x in xs]).requires_grad_(True) for k in self.nerf_keys}
         draws = [self._draws(t) for t in ts]
         lam_orient = [scheduled_value(cfg.loss.lambda_orient, t) for t in ts]
-        need_normals = any(v > 0 for v in lam_orient)
+        lam_smooth = [scheduled_value(cfg.loss.lambda_normal_smooth, t) for t in ts]
+        # normals for every ray whenever a normal loss is on, so no slot's loss depends on its batch
+        need_normals = any(v > 0 for v in lam_orient + lam_smooth)
         with torch.enable_grad():
             # slots at different steps may use different hash-grid levels: render each level group
             images, regs = [None] * p, [torch.zeros((), device=dev)] * p
@@ -149,7 +156,7 @@ class NerfTextTo3D(Process):
                     need_normals=need_normals,
                     occupancy=torch.stack([xs[i][OCCUPANCY] for i in idx]) if OCCUPANCY in xs[0] else None,
                 )
-                reg = self._regularizers(out, [ts[i] for i in idx], need_normals)
+                reg = self._regularizers(out, [ts[i] for i in idx], need_normals, (b, h, w))
                 for j, i in enumerate(idx):
                     images[i] = out["rgb"][j]
                     regs[i] = reg[j]
@@ -170,8 +177,10 @@ class NerfTextTo3D(Process):
             drift.update(extra)
         return out_drifts
 
-    def _regularizers(self, out: dict[str, torch.Tensor], ts: Sequence[int], normals: bool) -> torch.Tensor:
-        """Weighted regularizers per slot [P]."""
+    def _regularizers(
+        self, out: dict[str, torch.Tensor], ts: Sequence[int], normals: bool, image: tuple[int, int, int]
+    ) -> torch.Tensor:
+        """Weighted regularizers per slot [P] (``image``: the renders' batch, height and width)."""
         cfg = self.cfg.loss
         dev = out["opacity"].device
         lam = lambda v: torch.tensor([scheduled_value(v, t) for t in ts], device=dev)  # noqa: E731
@@ -184,6 +193,11 @@ class NerfTextTo3D(Process):
             total = total + lam(cfg.lambda_sparsity) * opacity_sparsity(out["opacity"])
         if any(scheduled_value(cfg.lambda_z_variance, t) > 0 for t in ts):
             total = total + lam(cfg.lambda_z_variance) * z_variance(out["weights"], out["t"])
+        if normals and "normals_samples" in out:
+            shape = (len(ts), *image, -1)
+            total = total + lam(cfg.lambda_normal_smooth) * normal_smoothness(
+                out["normal"].reshape(shape), out["opacity"].reshape(shape)
+            )
         return total
 
     # -- the update ---------------------------------------------------------------------------

@@ -37,3 +37,29 @@ def test_z_variance():
     w = torch.tensor([[[0.5, 0.5], [0.8, 0.0], [0.0, 0.0]]])  # spread, thin, empty (ignored)
     # ray 0: mean 2, variance 1; ray 1: 0 -> mean over the two non-empty rays 0.5
     assert abs(z_variance(w, t).item() - 0.5) < 1e-6
+
+
+def test_normal_smoothness_by_hand():
+    from dreampropeller.scene.regularizers import normal_smoothness
+
+    # one slot, one 2x2 image: left column faces +z, right column +x, all opaque
+    n = torch.zeros(1, 1, 2, 2, 3)
+    n[..., 0, 2] = 1.0
+    n[..., 1, 0] = 1.0
+    o = torch.ones(1, 1, 2, 2, 1)
+    # horizontal pairs differ by |(1,0,-1)|^2 = 2 (2 pairs), vertical pairs by 0 (2 pairs)
+    assert float(normal_smoothness(n, o)) == 0.5 * (2.0 + 0.0)
+    flat = torch.zeros(1, 1, 2, 2, 3)
+    flat[..., 2] = 1.0
+    assert float(normal_smoothness(flat, o)) == 0.0
+    # an empty right column: the silhouette edge carries no loss; normals are read per unit opacity
+    half = o.clone()
+    half[..., 1, :] = 0.0
+    assert float(normal_smoothness(n * half, half)) == 0.0
+    assert float(normal_smoothness(0.5 * n, 0.5 * o)) == 0.25 * 0.5 * 2.0
+    # slots are separate
+    two = normal_smoothness(torch.cat([n, flat]), torch.cat([o, o]))
+    assert two.tolist() == [1.0, 0.0]
+    n.requires_grad_(True)
+    normal_smoothness(n, o).sum().backward()
+    assert n.grad.abs().sum() > 0

@@ -14,12 +14,15 @@ from dreampropeller.systems.factory import build_process
 from .conftest import TINY_OVERRIDES
 
 
-@pytest.fixture(scope="module")
-def process(random_prior_dir):
+SURFACE_LOSSES = ["loss.lambda_normal_smooth=0.5", "nerf.albedo_levels=2"]
+
+
+@pytest.fixture(scope="module", params=[[], SURFACE_LOSSES], ids=["orient", "orient+smooth"])
+def process(random_prior_dir, request):
     torch.set_num_threads(1)
     data = merge_config(
         TextTo3DConfig(),
-        overrides=[*TINY_OVERRIDES, "prompt=a red cube", "loss.lambda_orient=0.1"],
+        overrides=[*TINY_OVERRIDES, "prompt=a red cube", "loss.lambda_orient=0.1", *request.param],
         free=["optimizer"],
     )
     cfg = build(TextTo3DConfig, data)
