@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dreampropeller.config",),
     ("dreampropeller.systems",),
     ("dreampropeller.export", "dreampropeller.evaluation"),
+    ("dreampropeller.report",),
     ("dreampropeller.runs",),
     ("dreampropeller.bench",),
     ("dreampropeller.commands", "dreampropeller.cli", "dreampropeller.__main__"),

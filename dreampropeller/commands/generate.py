@@ -22,6 +22,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         ("executor", "picard.executor"),
         ("threshold", "picard.threshold"),
         ("representation", "representation"),
+        ("logger", "logger"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -161,6 +162,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument(
+        "--logger",
+        choices=["none", "tensorboard"],
+        help="live logs besides trace.jsonl: tensorboard writes scalars (accepted steps, threshold, "
+        'gradient, time) and renders to RUN_DIR/tensorboard (pip install "dreampropeller[tensorboard]")',
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_generate)

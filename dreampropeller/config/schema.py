@@ -180,6 +180,7 @@ class TextTo3DConfig:
     prior_path: str | None = None
     guidance: str = "sds"  # sds, or vsd (ProlificDreamer: dreampropeller.guidance.variational)
     device: str = "auto"
+    logger: str = "none"  # none, or tensorboard: live logs in RUN_DIR/tensorboard (docs/report.md)
     render: RenderConfig = field(default_factory=RenderConfig)
     camera: CameraSampler = field(
         default_factory=lambda: CameraSampler(

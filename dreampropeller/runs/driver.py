@@ -19,6 +19,7 @@ from dreampropeller.guidance.registry import load_prior
 from dreampropeller.picard.executors import Executor
 from dreampropeller.picard.process import Process, State
 from dreampropeller.picard.solver import IterationInfo, PicardSolver, SolverResult
+from dreampropeller.report.live import check_logger
 from dreampropeller.runs.assets import asset_of
 from dreampropeller.runs.directory import (
     finish_directory,
@@ -100,6 +101,7 @@ def run_text_to_3d(
     """Run (or resume) ``cfg`` into ``out``; returns the metrics written to ``out/metrics.json``."""
     out = Path(out)
     run = resolve_config(cfg)
+    check_logger(run.logger)  # an optional extra that may be missing: before anything is written
     executor = run_executor(run)  # first: under torchrun it picks this rank's GPU
     if getattr(executor, "rank", 0) > 0:  # a distributed worker: evaluate units for rank 0, write nothing
         return {"rank": executor.rank, "exit_code": executor.serve_all([make_process(run)])}
@@ -118,7 +120,7 @@ def run_text_to_3d(
         f"{'resume' if resume else 'start'} at step {start}/{run.steps}: window {run.picard.window}, "
         f"executor {executor.name}, device {run.device}, prior {run.prior}",
     )
-    bar = Progress(out, run.steps, start, progress)
+    bar = Progress(out, run.steps, start, progress, cfg=run)
     t0 = time.perf_counter()
     try:
         result = solve(process, run, executor, state, start, solver_state, callback=bar)
