@@ -100,10 +100,12 @@ def _generate(args: argparse.Namespace) -> int:
 ABOUT = """\
 Optimize a 3D asset for a prompt by score distillation, with the optimizer's steps evaluated a window
 at a time in parallel (Picard iteration) and accepted only where they match the sequential run.
-The run directory gets turntable.mp4, views.png, mesh.glb and mesh.obj (small floating pieces
-removed), gaussians.ply for Gaussian runs, metrics.json (speedup, iterations, acceptance traces,
-wall-clock split, mesh pieces), config.yaml (every setting, reusable with --config), log.txt and a
-checkpoint. Any config key can be set as key=value after the prompt (--print-config lists them).
+The run directory gets report.html (open it in a browser: the asset in 3D, the video, the Picard
+traces), turntable.mp4, views.png, mesh.glb and mesh.obj (small floating pieces removed),
+gaussians.ply for Gaussian runs, metrics.json (speedup, iterations, acceptance traces, wall-clock
+split, mesh pieces), trace.jsonl (one line per Picard iteration, written live), config.yaml (every
+setting, reusable with --config), log.txt and a checkpoint. Any config key can be set as key=value
+after the prompt (--print-config lists them).
 """
 EXAMPLES = (
     'dreampropeller generate "a red cube" --out runs/red-cube',

@@ -20,6 +20,7 @@ from dreampropeller.picard.executors import Executor
 from dreampropeller.picard.process import Process, State
 from dreampropeller.picard.solver import IterationInfo, PicardSolver, SolverResult
 from dreampropeller.report.live import check_logger
+from dreampropeller.report.write import write_run_report
 from dreampropeller.runs.assets import asset_of
 from dreampropeller.runs.directory import (
     finish_directory,
@@ -141,6 +142,8 @@ def run_text_to_3d(
         metrics["wall_clock_split"]["export_s"] = round(time.perf_counter() - t1, 3)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finish_directory(out)
+    if exports:
+        write_run_report(out)  # report.html: the run in a browser (a failure is a warning, never fatal)
     log(out, f"done: {result.stats.iterations} iterations for {run.steps - start} steps in {train_s:.1f}s")
     return metrics
 
