@@ -1,0 +1,135 @@
+"""report.html of a run: written by generate, self-contained (every file embedded, nothing fetched),
+under 5 MB, every plot present; `dreampropeller report` rebuilds it with scores or compares runs;
+trace.jsonl and the TensorBoard logs are written as the run goes."""
+
+import base64
+import json
+import os
+import re
+
+import pytest
+
+from dreampropeller.cli import main
+from dreampropeller.report.data import load_run_data
+from dreampropeller.report.plots import PLOTS
+from dreampropeller.report.splats import pack_splats
+from dreampropeller.report.trace import TRACE
+
+from .conftest import STEPS, WINDOW, copy_run, write_splats
+
+PLOT_KEYS = ("accepted", "threshold", "units", "wall", "signal")
+
+
+def embedded(html: str, element_id: str) -> bytes:
+    match = re.search(rf'<script type="application/octet-stream" id="{element_id}">([^<]*)</script>', html)
+    assert match, element_id
+    return base64.b64decode(match.group(1))
+
+
+def test_generate_writes_a_self_contained_report(tiny_run):
+    path = tiny_run / "report.html"
+    html = path.read_text()
+    assert path.stat().st_size < 5_000_000
+    # nothing from the network: no external script, stylesheet, image, video or font
+    assert not re.search(r'(src|href)="(?!data:|#)', html), "an external reference"
+    assert not re.search(
+        r"https?://", re.sub(r'xmlns(:\w+)?="[^"]*"', "", html)
+    )  # (SVG namespaces are names)
+    assert "<link" not in html and "@import" not in html
+    # the run's files are embedded as they are
+    assert embedded(html, "glb-0") == (tiny_run / "mesh.glb").read_bytes()
+    video = base64.b64encode((tiny_run / "turntable.mp4").read_bytes()).decode()
+    assert f"data:video/mp4;base64,{video}" in html
+    assert "data:image/png;base64," in html
+    for key in PLOT_KEYS:
+        assert f'data-plot="{key}"' in html
+    assert len(PLOTS) == len(PLOT_KEYS)
+    assert "a red cube" in html and "tol=0.15" in html and "not scored" in html
+
+
+def test_trace_has_one_row_per_iteration(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tiny_run / TRACE).read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(1, metrics["iterations"] + 1))
+    assert [r["accepted"] for r in rows] == metrics["accepted_trace"]
+    assert [r["threshold"] for r in rows] == pytest.approx(metrics["threshold_trace"], rel=1e-5)
+    assert rows[-1]["step"] == STEPS and all(r["step"] - r["start"] == r["accepted"] for r in rows)
+    assert sum(r["units"] for r in rows) == metrics["unit_evals"]
+    assert all(1 <= r["units"] <= WINDOW and len(r["errors"]) <= WINDOW - 1 for r in rows)
+    assert all(r["grad_ema_rms"] > 0 and r["step_scale"] > 0 for r in rows)
+
+
+def test_tensorboard_logs_scalars_and_renders(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = EventAccumulator(str(tiny_run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = logs.Tags()
+    for tag in ("picard/accepted_steps", "picard/threshold", "optim/gradient_ema_rms", "time/units_s"):
+        assert tag in tags["scalars"], tag
+    accepted = logs.Scalars("picard/accepted_steps")
+    assert sum(e.value for e in accepted) == STEPS and accepted[-1].step == STEPS
+    renders = logs.Images("render/turntable")
+    assert renders and renders[-1].step == STEPS
+    assert renders[-1].width == 4 * renders[-1].height  # four views side by side
+
+
+def test_report_command_rebuilds_a_runs_report_with_its_scores(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    assert f"report written to {run / 'report.html'}" in capsys.readouterr().out
+    html = (run / "report.html").read_text()
+    assert "silhouette IoU" in html and "chamfer" in html and "not scored" not in html
+
+
+def test_report_command_compares_runs(tiny_run, tmp_path):
+    other = copy_run(tiny_run, tmp_path / "sequential")
+    (other / TRACE).unlink()  # a run from before trace.jsonl: the plots fall back to metrics.json
+    write_splats(other / "gaussians.ply")
+    out = tmp_path / "compare.html"
+    assert main(["report", str(other), str(tiny_run), "--no-eval", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert 'id="compare"' in html and "wall-clock speedup vs sequential" in html
+    assert html.index(">sequential<") < html.index(">propelled<")  # in the order given
+    assert embedded(html, "splats-0") == pack_splats(other / "gaussians.ply")
+    assert 'data-viewer-mode="splats"' in html and 'data-viewer-mode="mesh"' in html
+    assert all(f'data-plot="{key}"' in html for key in PLOT_KEYS)
+
+
+def test_splats_keep_the_most_opaque_gaussians(tmp_path):
+    ply = write_splats(tmp_path / "gaussians.ply", n=50, rgb=(0.1, 0.8, 0.2))
+    packed = pack_splats(ply, limit=20)
+    n = int.from_bytes(packed[:4], "little")
+    assert n == 20 and len(packed) == 4 + n * 20
+    rgba = packed[4 + n * 16 :]
+    assert list(rgba[:3]) == pytest.approx([25.5, 204, 51], abs=1) and rgba[3] > 240  # colour, opacity
+
+
+def test_eval_json_newer_than_the_checkpoint_is_shown(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "eval.json").write_text(json.dumps({"silhouette_iou": 0.5}))
+    assert load_run_data(run).scores == {"silhouette_iou": 0.5}
+    stale = (run / "checkpoint.safetensors").stat().st_mtime - 10  # scored before the run was resumed
+    os.utime(run / "eval.json", (stale, stale))
+    assert load_run_data(run).scores is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "{missing}"], "does not exist"),
+        (["report", "{empty}"], "has no metrics.json"),
+    ],
+)
+def test_report_of_no_run_is_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    subs = {"{missing}": str(tmp_path / "missing"), "{empty}": str(tmp_path / "empty")}
+    assert main([subs.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_unknown_logger_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["generate", "a red cube", "--out", str(out), "logger=wandb"]) == 2
+    assert "logger must be one of none, tensorboard" in capsys.readouterr().err
+    assert not out.exists()
