@@ -78,6 +78,7 @@ td, th { padding: 0.2rem 0.5rem; border-bottom: 1px solid #eceff4; text-align: l
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f8fa; padding: 0.6rem; overflow: auto; font-size: 0.75rem; max-height: 28rem; }
 .plots { display: grid; gap: 1.2rem; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); }
+#compare table { max-width: 820px; }
 figure.plot { margin: 0; min-width: 0; } figure.plot h3 { margin-top: 0; }
 svg.plot-svg { width: 100%; height: auto; display: block; }
 .viewer-error { padding: 2rem; background: #fdf2e2; border-radius: 6px; }

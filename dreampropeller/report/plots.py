@@ -28,6 +28,7 @@ RC = {
     "axes.grid": True,
     "grid.alpha": 0.3,
 }
+ROLLING = 10  # iterations in the accepted plot's running mean
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 SPLIT = (
     ("units_s", "units (render, prior, gradient)"),
@@ -79,9 +80,22 @@ def _empty(ax, message: str) -> None:
     ax.set_yticks([])
 
 
-def _legend(ax, runs: list[RunData]) -> None:
-    if len(runs) > 1 or ax.get_legend_handles_labels()[0]:
+def _legend(ax, runs: list[RunData], above: bool = False) -> None:
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    if above:  # a plot whose data fill its whole area
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False)
+    else:
         ax.legend(loc="best", fontsize=8, frameon=False)
+
+
+def _rolling_mean(values: list[float], n: int) -> list[float]:
+    """The mean of each value and the ``n - 1`` before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - n] if i >= n else 0.0)
+        out.append(total / min(i + 1, n))
+    return out
 
 
 def accepted_plot(runs: list[RunData]) -> Plot:
@@ -90,7 +104,15 @@ def accepted_plot(runs: list[RunData]) -> Plot:
         for i, run in enumerate(runs):
             rows = run.iterations()
             x = [r["iteration"] for r in rows]
-            ax.step(x, [r["accepted"] for r in rows], where="mid", color=colour(i), label=run.name, lw=1.2)
+            accepted = [r["accepted"] for r in rows]
+            ax.step(x, accepted, where="mid", color=colour(i), lw=0.6, alpha=0.35)
+            ax.plot(
+                x,
+                _rolling_mean(accepted, ROLLING),
+                color=colour(i),
+                lw=1.6,
+                label=f"{run.name}: mean of {ROLLING}",
+            )
             window = run.info("window")
             if isinstance(window, int):
                 ax.axhline(window, color=colour(i), ls="--", lw=0.8, alpha=0.6)
@@ -102,8 +124,9 @@ def accepted_plot(runs: list[RunData]) -> Plot:
         "accepted",
         "Steps accepted per Picard iteration",
         _svg(fig),
-        "How many optimizer steps each iteration moved the exact state on; the dashed line is the window "
-        "(the most one iteration can accept). The sequential run accepts 1 per iteration.",
+        "How many optimizer steps each iteration moved the exact state on (thin: each iteration; thick: "
+        f"the mean of the last {ROLLING}); the dashed line is the window, the most one iteration can accept. "
+        "The sequential run accepts 1 per iteration.",
     )
 
 
@@ -145,7 +168,7 @@ def threshold_plot(runs: list[RunData]) -> Plot:
             ax.set_yscale("log")
             ax.set_xlabel("optimizer step")
             ax.set_ylabel("error / exact step²")
-            _legend(ax, runs)
+            _legend(ax, runs, above=True)
         else:
             _empty(ax, "no speculative steps (window 1: the sequential run)")
     return Plot(
