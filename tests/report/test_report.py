@@ -133,3 +133,25 @@ def test_unknown_logger_is_refused_before_anything_is_written(tmp_path, capsys):
     assert main(["generate", "a red cube", "--out", str(out), "logger=wandb"]) == 2
     assert "logger must be one of none, tensorboard" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_resumed_run_drops_the_trace_rows_after_its_checkpoint(tmp_path):
+    from dreampropeller.report.trace import append_row, read_trace
+    from dreampropeller.runs.progress import Progress
+
+    for start, step in ((0, 3), (3, 5), (5, 8)):
+        append_row(tmp_path, {"iteration": 1, "start": start, "step": step, "accepted": step - start})
+    with (tmp_path / TRACE).open("a") as f:
+        f.write('{"iteration": 4, "st')  # a run killed mid-line
+    assert [r["step"] for r in read_trace(tmp_path)] == [3, 5, 8]
+    Progress(tmp_path, total=10, start=5, enabled=False).close()  # resumed from the checkpoint of step 5
+    assert [r["step"] for r in read_trace(tmp_path)] == [3, 5]
+
+
+def test_a_report_that_fails_is_a_warning_not_a_failed_run(tmp_path, capsys):
+    from dreampropeller.report import write_run_report
+
+    (tmp_path / "config.yaml").write_text("prompt: a red cube\n")  # no metrics.json
+    assert write_run_report(tmp_path) is None
+    assert "warning: report.html not written" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
