@@ -110,7 +110,8 @@ class LossConfig:
     lambda_orient: Any = 0.0
     lambda_sparsity: Any = 0.0
     lambda_z_variance: Any = 0.0
-    lambda_normal_smooth: Any = 0.0  # rendered normal maps' neighbour differences (lit steps only)
+    lambda_normal_smooth: Any = 0.0  # rendered normal maps' neighbour differences
+    lambda_opaque: Any = 0.0  # binary entropy of the rendered opacity: solid surfaces, no haze
 
 
 @dataclass

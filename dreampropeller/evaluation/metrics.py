@@ -55,18 +55,25 @@ def chromaticity(rgb: torch.Tensor) -> torch.Tensor:
     return rgb / rgb.sum(-1, keepdim=True).clamp(min=1e-6)
 
 
-def colour_spread(rgb: torch.Tensor, alpha: torch.Tensor, threshold: float = 0.99) -> float:
+def colour_spread(
+    rgb: torch.Tensor, alpha: torch.Tensor, threshold: float = 0.5, background: float = 1.0
+) -> float:
     """How unevenly an object is coloured: RMS chromaticity distance of its covered pixels to their
-    median chromaticity (rgb [B, 3, H, W], alpha [B, 1, H, W]; pixels with alpha above ``threshold``).
+    median chromaticity (rgb [B, 3, H, W] composited over a solid ``background``, alpha [B, 1, H, W]).
 
-    0 for a uniformly coloured object whatever its shading (chromaticity ignores brightness); a
-    speckled albedo scores high. Edge pixels that mix with the background are left out by the
-    alpha threshold. No covered pixel: 0.
+    Pixels with alpha above ``threshold`` count, with the background taken out first
+    (``(rgb - (1 - alpha) * background) / alpha``), so half-transparent surfaces are read by their own
+    colour and edges do not count as speckle. 0 for a uniformly coloured object whatever its shading
+    (chromaticity ignores brightness); a speckled albedo scores high. No covered pixel: 0.
     """
-    pixels = rgb.permute(0, 2, 3, 1).reshape(-1, 3)[alpha.reshape(-1) > threshold]
-    if pixels.shape[0] == 0:
+    a = alpha.permute(0, 2, 3, 1).reshape(-1, 1).double()
+    pixels = rgb.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    keep = a[:, 0] > threshold
+    if not bool(keep.any()):
         return 0.0
-    chroma = chromaticity(pixels.double())
+    a, pixels = a[keep], pixels[keep]
+    own = ((pixels - (1.0 - a) * background) / a).clamp(0.0, 1.0)
+    chroma = chromaticity(own)
     centre = chroma.median(dim=0).values
     return float((chroma - centre).square().sum(-1).mean().sqrt())
 

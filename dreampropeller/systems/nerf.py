@@ -25,6 +25,7 @@ from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.nerf import NeRFConfig, init_nerf_params, nerf_density, sample_background_colors
 from dreampropeller.scene.regularizers import (
     normal_smoothness,
+    opacity_entropy,
     opacity_sparsity,
     orientation_loss,
     z_variance,
@@ -193,6 +194,8 @@ class NerfTextTo3D(Process):
             total = total + lam(cfg.lambda_sparsity) * opacity_sparsity(out["opacity"])
         if any(scheduled_value(cfg.lambda_z_variance, t) > 0 for t in ts):
             total = total + lam(cfg.lambda_z_variance) * z_variance(out["weights"], out["t"])
+        if any(scheduled_value(cfg.lambda_opaque, t) > 0 for t in ts):
+            total = total + lam(cfg.lambda_opaque) * opacity_entropy(out["opacity"])
         if normals and "normals_samples" in out:
             shape = (len(ts), *image, -1)
             total = total + lam(cfg.lambda_normal_smooth) * normal_smoothness(

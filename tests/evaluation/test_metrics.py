@@ -94,8 +94,14 @@ def test_colour_spread_is_zero_for_a_shaded_uniform_colour_and_matches_a_hand_co
     rgb = torch.full((1, 3, 2, 2), 0.5)
     rgb[0, :, 1, 1] = torch.tensor([1.0, 0.0, 0.0])
     assert colour_spread(rgb, alpha) == pytest.approx((6 / 9 / 4) ** 0.5, rel=1e-6)
-    # pixels under the alpha threshold (edges mixed with the background) do not count
+    # pixels under the alpha threshold do not count; half-transparent ones count by their own colour
     edge = alpha.clone()
     edge[0, 0, 1, 1] = 0.5
     assert colour_spread(rgb, edge) == pytest.approx(0.0, abs=1e-9)
+    faint = shaded.clone()
+    faint[0, :, 0, 0] = 0.6 * red * 0.5 + 0.4 * 1.0  # 60% of a darker red over the white background
+    see_through = alpha.clone()
+    see_through[0, 0, 0, 0] = 0.6
+    assert colour_spread(faint, see_through) == pytest.approx(0.0, abs=1e-6)
+    assert colour_spread(faint, alpha) > 0.05  # read as opaque, the washed-out pixel is off-colour
     assert colour_spread(rgb, torch.zeros_like(alpha)) == 0.0

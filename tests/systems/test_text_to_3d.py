@@ -13,8 +13,7 @@ from dreampropeller.systems.factory import build_process
 
 from .conftest import TINY_OVERRIDES
 
-
-SURFACE_LOSSES = ["loss.lambda_normal_smooth=0.5", "nerf.albedo_levels=2"]
+SURFACE_LOSSES = ["loss.lambda_normal_smooth=0.5", "loss.lambda_opaque=10", "nerf.albedo_levels=2"]
 
 
 @pytest.fixture(scope="module", params=[[], SURFACE_LOSSES], ids=["orient", "orient+smooth"])
