@@ -78,6 +78,35 @@ def auto_threshold(
     return best
 
 
+def fill_cavities(density: np.ndarray, level: float) -> tuple[np.ndarray, int]:
+    """``density`` with every empty cell that the outside cannot reach raised above ``level``.
+
+    A closed hollow inside an object (a NeRF is often emptier inside than on its skin) would otherwise
+    give marching cubes an inner surface: a separate piece nobody can see. The outside is the empty
+    region 6-connected to the grid's border (flood fill by repeated dilation). Returns the filled grid
+    and the number of cells filled.
+    """
+    empty = torch.from_numpy(np.ascontiguousarray(density <= level))
+    outside = torch.zeros_like(empty)
+    outside[0, :, :] = outside[-1, :, :] = outside[:, 0, :] = outside[:, -1, :] = True
+    outside[:, :, 0] = outside[:, :, -1] = True
+    outside &= empty
+    kernel = torch.zeros(1, 1, 3, 3, 3)
+    kernel[0, 0, 1, 1, :] = kernel[0, 0, 1, :, 1] = kernel[0, 0, :, 1, 1] = 1.0
+    while True:
+        grown = torch.nn.functional.conv3d(outside[None, None].float(), kernel, padding=1)[0, 0] > 0
+        grown &= empty
+        if torch.equal(grown, outside):
+            break
+        outside = grown
+    cavity = (empty & ~outside).numpy()
+    if not cavity.any():
+        return density, 0
+    filled = density.copy()
+    filled[cavity] = level + max(abs(level), 1e-6)
+    return filled, int(cavity.sum())
+
+
 def extract_mesh(
     density_fn: DensityFn,
     color_fn: ColorFn | None = None,
@@ -85,10 +114,12 @@ def extract_mesh(
     resolution: int = 128,
     threshold: float | str = "auto",
     chunk: int = 65536,
+    cavities: bool = False,
 ) -> Mesh:
     """Marching cubes of ``density_fn(points [N, 3]) -> [N]`` on a ``resolution``^3 grid of
     [-bound, bound]^3 at ``threshold`` (a density or ``"auto"``), colours from ``color_fn(points) -> [N, 3]``
-    (grey without one). Faces are wound so normals point outward (positive volume)."""
+    (grey without one). Faces are wound so normals point outward (positive volume). Closed hollows
+    inside the object are filled first (:func:`fill_cavities`) unless ``cavities``."""
     if resolution < 8:
         raise ExportError(f"mesh resolution must be >= 8, got {resolution}")
     if bound <= 0:
@@ -101,6 +132,8 @@ def extract_mesh(
         level = float(threshold)
     else:
         raise ExportError(f"threshold must be a number or 'auto', got {threshold!r}")
+    if not cavities:
+        density, _ = fill_cavities(density, level)
     # pad with empty space so surfaces touching the box are closed
     padded = np.pad(density, 1, mode="constant", constant_values=min(float(density.min()), level) - 1.0)
     verts, faces = mcubes.marching_cubes(padded, level)

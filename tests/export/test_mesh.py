@@ -137,3 +137,26 @@ def test_the_largest_piece_always_stays():
     mesh = _two_balls(0.3)  # two pieces of comparable size: neither reaches 90% of the faces
     clean = remove_small_pieces(mesh, 0.9)
     assert clean.pieces_removed == 1 and len(clean.faces) > 0.5 * len(mesh.faces)
+
+
+def test_a_hollow_inside_is_filled_so_no_inner_surface_is_exported():
+    from dreampropeller.export.mesh import fill_cavities, piece_fractions
+
+    def shell(points: torch.Tensor) -> torch.Tensor:  # a ball of radius 0.6 with a closed hollow of 0.3
+        r = points.norm(dim=-1)
+        return 50.0 * torch.sigmoid((RADIUS - r) / 0.01) * torch.sigmoid((r - 0.3) / 0.01)
+
+    hollow = extract_mesh(shell, bound=1.0, resolution=48, threshold=25.0, cavities=True)
+    assert len(piece_fractions(hollow)) == 2  # the outer skin and the hollow's inner surface
+    solid = extract_mesh(shell, bound=1.0, resolution=48, threshold=25.0)
+    assert len(piece_fractions(solid)) == 1
+    r = np.linalg.norm(solid.vertices, axis=1)
+    assert r.min() > RADIUS - 2.0 / 47  # only the outer skin is left
+    # an open dent (reachable from outside) is not a cavity: a 4^3 grid with one enclosed empty cell
+    grid = np.ones((5, 5, 5))
+    grid[0], grid[-1], grid[:, 0], grid[:, -1], grid[:, :, 0], grid[:, :, -1] = 0, 0, 0, 0, 0, 0
+    grid[2, 2, 2] = 0.0
+    filled, count = fill_cavities(grid, 0.5)
+    assert count == 1 and filled[2, 2, 2] > 0.5
+    grid[2, 2, 1] = 0.0  # open a tunnel from the cell to the border layer
+    assert fill_cavities(grid, 0.5)[1] == 0
