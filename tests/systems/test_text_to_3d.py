@@ -16,7 +16,10 @@ from .conftest import TINY_OVERRIDES
 SURFACE_LOSSES = ["loss.lambda_normal_smooth=0.5", "loss.lambda_opaque=10", "nerf.albedo_levels=2"]
 
 
-@pytest.fixture(scope="module", params=[[], SURFACE_LOSSES], ids=["orient", "orient+smooth"])
+NO_SURFACE_LOSSES = ["loss.lambda_normal_smooth=0", "loss.lambda_opaque=0"]
+
+
+@pytest.fixture(scope="module", params=[NO_SURFACE_LOSSES, SURFACE_LOSSES], ids=["orient", "orient+smooth"])
 def process(random_prior_dir, request):
     torch.set_num_threads(1)
     data = merge_config(
