@@ -188,7 +188,10 @@ class TextTo3DConfig:
             elevation_range=(-10.0, 60.0), distance_range=(1.5, 2.0), fovy_range=(40.0, 60.0)
         )
     )
-    nerf: NeRFConfig = field(default_factory=lambda: NeRFConfig(n_levels=8, finest_resolution=128))
+    # the albedo from the 4 coarse levels: no per-texel colour speckle (bench quality, docs/surfaces.md)
+    nerf: NeRFConfig = field(
+        default_factory=lambda: NeRFConfig(n_levels=8, finest_resolution=128, albedo_levels=4)
+    )
     shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(ambient_only_steps=0))
     prompt_processing: PromptConfig = field(default_factory=PromptConfig)
     sds: SDSConfig = field(
@@ -201,7 +204,7 @@ class TextTo3DConfig:
     # silhouette IoU up); its SDS gradient is ~2000x a unit-weight regularizer's, hence the scale
     loss: LossConfig = field(
         default_factory=lambda: LossConfig(
-            lambda_orient=1000.0, lambda_normal_smooth=300.0, lambda_opaque=1000.0
+            lambda_orient=1000.0, lambda_normal_smooth=300.0, lambda_opaque=300.0
         )
     )
     picard: PicardConfig = field(default_factory=PicardConfig)
