@@ -44,7 +44,10 @@ def test_generate_writes_a_self_contained_report(tiny_run):
     for key in PLOT_KEYS:
         assert f'data-plot="{key}"' in html
     assert len(PLOTS) == len(PLOT_KEYS)
-    assert "a red cube" in html and "tol=0.15" in html and "not scored" in html
+    assert "a red cube" in html and "tol=0.15" in html
+    # a library prompt with the embedded prior: generate scored it (eval.json) and the report shows it
+    assert "shape R-precision (1 best)" in html and "not scored" not in html
+    assert (tiny_run / "eval.json").is_file()
 
 
 def test_trace_has_one_row_per_iteration(tiny_run):

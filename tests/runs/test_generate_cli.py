@@ -59,6 +59,12 @@ def test_generate_writes_a_complete_run(tmp_path, random_prior_dir):
     import imageio.v3 as iio
 
     assert iio.imread(out / "turntable.mp4").shape[0] == 4
+    scores = json.loads((out / "eval.json").read_text())  # a library prompt with the embedded prior
+    assert scores["prompt"] == "a red cube" and scores["mesh"]["faces"] == m["mesh"]["faces"]
+    assert (
+        "colour spread" in (out / "report.html").read_text().lower()
+        or "colour_spread" in (out / "report.html").read_text()
+    )
     mesh = m["mesh"]  # the exported mesh's pieces, as the glb holds them
     import trimesh
 
