@@ -12,20 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dreampropeller.bench.generate import SCORES as RUN_SCORES
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, HELD_OUT, SHAPE_NAMES, prompt_for
 from dreampropeller.runs.assets import score_asset
 from dreampropeller.runs.driver import load_config, run_text_to_3d
 from dreampropeller.runs.loading import load_run
 
-SCORES = (
-    "shape_r_precision",
-    "colour_accuracy",
-    "silhouette_iou",
-    "chamfer",
-    "clf_r_precision",
-    "colour_spread",
-    "largest_piece_fraction",
-)
+SCORES = (*RUN_SCORES, "largest_piece_fraction")
 
 
 def prompt_sample(n: int = 12) -> list[tuple[str, bool]]:
