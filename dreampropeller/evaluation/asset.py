@@ -122,13 +122,9 @@ def evaluate_asset(
         "clf_shape_accuracy": float((shape_logits.argmax(-1) == s_idx).float().mean()),
         "clf_colour_accuracy": float((colour_logits.argmax(-1) == c_idx).float().mean()),
         "feature_distance": frechet_distance(feats.cpu(), true_feats.cpu()),
-        "colour_spread": colour_spread(rgb, alpha),
     }
-    if albedo_fn is not None:
-        albedo, albedo_alpha = _channels_first(*albedo_fn(cams), len(cams))
-        result["colour_spread"] = colour_spread(
-            albedo.detach().float().cpu(), albedo_alpha.detach().float().cpu()
-        )
+    unlit, unlit_alpha = (rgb, alpha) if albedo_fn is None else _channels_first(*albedo_fn(cams), len(cams))
+    result["colour_spread"] = colour_spread(unlit.detach().float().cpu(), unlit_alpha.detach().float().cpu())
     if mesh is not None:
         vertices, faces = _mesh_arrays(mesh)
         result["chamfer"] = chamfer_to_shape(vertices, faces, shape)

@@ -15,6 +15,7 @@ from typing import Any
 
 from dreampropeller.config.loading import build, merge_config
 from dreampropeller.config.schema import TextTo3DConfig
+from dreampropeller.export.mesh import Mesh
 from dreampropeller.guidance.registry import load_prior
 from dreampropeller.guidance.tiny.library import PromptError, parse_prompt
 from dreampropeller.picard.executors import Executor
@@ -22,7 +23,7 @@ from dreampropeller.picard.process import Process, State
 from dreampropeller.picard.solver import IterationInfo, PicardSolver, SolverResult
 from dreampropeller.report.live import check_logger
 from dreampropeller.report.write import write_run_report
-from dreampropeller.runs.assets import asset_of, score_asset
+from dreampropeller.runs.assets import asset_of, mesh_report, score_asset
 from dreampropeller.runs.directory import (
     finish_directory,
     load_run_checkpoint,
@@ -140,18 +141,21 @@ def run_text_to_3d(
     if exports:
         t1 = time.perf_counter()
         asset = asset_of(run, result.state, run.steps)
-        metrics["mesh"] = write_outputs(asset, out, run)
+        mesh = write_outputs(asset, out, run)
+        metrics["mesh"] = mesh_report(mesh)
         metrics["wall_clock_split"]["export_s"] = round(time.perf_counter() - t1, 3)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finish_directory(out)
     if exports:
-        write_library_scores(asset, run, out)  # eval.json, which the report shows
+        write_library_scores(asset, run, out, mesh)  # eval.json, which the report shows
         write_run_report(out)  # report.html: the run in a browser (a failure is a warning, never fatal)
     log(out, f"done: {result.stats.iterations} iterations for {run.steps - start} steps in {train_s:.1f}s")
     return metrics
 
 
-def write_library_scores(asset: Any, cfg: TextTo3DConfig, out: Path) -> dict[str, Any] | None:
+def write_library_scores(
+    asset: Any, cfg: TextTo3DConfig, out: Path, mesh: Mesh | None = None
+) -> dict[str, Any] | None:
     """``eval.json`` (``dreampropeller eval``'s scores) of a run with the embedded prior whose prompt names
     a library shape and colour, so its report shows them; other runs have no truth to score against."""
     if cfg.prior != "tiny":
@@ -160,7 +164,7 @@ def write_library_scores(asset: Any, cfg: TextTo3DConfig, out: Path) -> dict[str
         parse_prompt(cfg.prompt)
     except PromptError:
         return None
-    scores = score_asset(asset, cfg.prompt)
+    scores = score_asset(asset, cfg.prompt, mesh)
     scores["run_dir"] = str(out)
     (out / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores

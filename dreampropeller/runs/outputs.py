@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 
 from dreampropeller.config.schema import TextTo3DConfig
-from dreampropeller.export.mesh import write_glb, write_obj
+from dreampropeller.export.mesh import Mesh, write_glb, write_obj
 from dreampropeller.export.video import write_turntable, write_views_png
-from dreampropeller.runs.assets import Asset, mesh_report
+from dreampropeller.runs.assets import Asset
 
 
-def write_outputs(asset: Asset, out: Path, cfg: TextTo3DConfig) -> dict[str, float | int]:
+def write_outputs(asset: Asset, out: Path, cfg: TextTo3DConfig) -> Mesh:
     """Write the exports of ``asset`` into the run directory ``out`` (settings: ``cfg.export``);
-    returns the mesh's :func:`~dreampropeller.runs.assets.mesh_report` (pieces, floaters removed)."""
+    returns the exported mesh (for its report and scores, so nothing extracts it again)."""
     e = cfg.export
     asset.write_native(out)
     render = asset.render_fn(e.video_size, e.video_samples, skip_empty=True)
@@ -29,4 +29,4 @@ def write_outputs(asset: Asset, out: Path, cfg: TextTo3DConfig) -> dict[str, flo
         mesh = asset.mesh()
     write_obj(mesh, out / "mesh.obj")
     write_glb(mesh, out / "mesh.glb")
-    return mesh_report(mesh)
+    return mesh
