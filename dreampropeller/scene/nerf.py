@@ -106,7 +106,7 @@ class NeRFConfig:
 # ---------------------------------------------------------------- parameters
 
 
-def _init_mlp(prefix: str, sizes: Sequence[int], generator: torch.Generator) -> Params:
+def init_mlp(prefix: str, sizes: Sequence[int], generator: torch.Generator) -> Params:
     """Linear layers ``prefix.i.weight`` [out, in] / ``.bias`` [out], PyTorch's default uniform init."""
     out: Params = {}
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
@@ -120,16 +120,16 @@ def init_nerf_params(cfg: NeRFConfig, generator: torch.Generator) -> Params:
     """One parameter set (no slot dimension), every draw from ``generator``."""
     enc_dim = cfg.grid.output_dim
     params: Params = {"geometry.encoding": init_hashgrid_tables(cfg.grid, generator)}
-    params |= _init_mlp(
+    params |= init_mlp(
         "geometry.density_net", [enc_dim] + [cfg.density_hidden] * cfg.density_layers + [1], generator
     )
     albedo_dim = enc_dim if cfg.albedo_levels is None else cfg.albedo_levels * cfg.n_features_per_level
-    params |= _init_mlp(
+    params |= init_mlp(
         "material.albedo_net", [albedo_dim] + [cfg.albedo_hidden] * cfg.albedo_layers + [3], generator
     )
     if cfg.background == "mlp":
         in_dim = 3 + 6 * cfg.background_frequencies
-        params |= _init_mlp("background.net", [in_dim, cfg.background_hidden, 3], generator)
+        params |= init_mlp("background.net", [in_dim, cfg.background_hidden, 3], generator)
     return params
 
 
