@@ -16,6 +16,7 @@ from dreampropeller.guidance.vsd import VSDConfig
 from dreampropeller.picard.solver import SolverConfig
 from dreampropeller.scene.cameras import CameraSampler
 from dreampropeller.scene.densify import DensifyConfig
+from dreampropeller.scene.dmtet import DMTetShape
 from dreampropeller.scene.nerf import NeRFConfig
 from dreampropeller.scene.shading import ShadingConfig
 
@@ -49,6 +50,52 @@ class GaussianConfig:
     optimizer: Any = None
     memory_limit_gb: float | None = None
     export_bound: float = 1.0
+
+
+@dataclass
+class DmtetConfig:
+    """A DMTet mesh trained by SDS (``representation=dmtet``; Magic3D's refine stage).
+
+    Grid: ``resolution`` cells per axis over ``[-radius, radius]^3`` (Kuhn, 6 tetrahedra per cell).
+    Start: a ball of ``init_radius``, or the density field of the finished NeRF run ``init_from`` at
+    its isosurface level ``init_level`` (``auto``: the level its mesh export picks). Texture: a hash
+    grid of ``n_levels`` from ``base_resolution`` to ``finest_resolution`` and an MLP. Losses besides
+    SDS (numbers or schedules): normal consistency (1 - cos between neighbouring faces) and uniform
+    Laplacian smoothness of the extracted mesh; the volume losses of ``loss`` do not apply. ``optimizer``
+    ``None``: :func:`dreampropeller.systems.dmtet.dmtet_optimizer`; a mapping replaces it.
+    """
+
+    resolution: int = 32
+    radius: float = 0.75
+    init_radius: float = 0.4
+    init_from: str | None = None
+    init_level: Any = "auto"
+    n_levels: int = 4
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 15
+    base_resolution: int = 16
+    finest_resolution: int = 64
+    albedo_hidden: int = 64
+    albedo_layers: int = 1
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    lambda_normal_consistency: Any = 0.0
+    lambda_laplacian: Any = 0.0
+    optimizer: Any = None
+
+    @property
+    def shape(self) -> DMTetShape:
+        """The sizes of the grid and texture field."""
+        return DMTetShape(
+            resolution=int(self.resolution),
+            radius=float(self.radius),
+            n_levels=int(self.n_levels),
+            n_features_per_level=int(self.n_features_per_level),
+            log2_hashmap_size=int(self.log2_hashmap_size),
+            base_resolution=int(self.base_resolution),
+            finest_resolution=int(self.finest_resolution),
+            albedo_hidden=int(self.albedo_hidden),
+            albedo_layers=int(self.albedo_layers),
+        )
 
 
 @dataclass
@@ -211,4 +258,5 @@ class TextTo3DConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     vsd: VSDConfig = field(default_factory=VSDConfig)
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
+    dmtet: DmtetConfig = field(default_factory=DmtetConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
