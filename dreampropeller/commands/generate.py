@@ -29,6 +29,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             out.append(f"{key}={value}")
     if getattr(args, "image", None):
         out.append(f"image.path={Path(args.image).expanduser().resolve()}")
+        if getattr(args, "representation", None) is None:  # image-to-3D is DreamGaussian's: Gaussians
+            out.append("representation=gaussians")
     if args.fixed_threshold:
         from dreampropeller.config.loading import ConfigError
 
@@ -159,7 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--representation", choices=["nerf", "gaussians"], help="nerf (default) or gaussians")
     p.add_argument(
-        "--image", metavar="PATH", help="image-to-3D: RGBA or RGB-on-white reference view (needs gaussians)"
+        "--image",
+        metavar="PATH",
+        help="image-to-3D: an RGBA image, or RGB on white, seen from the front (selects Gaussians; the "
+        "run's metrics.json scores the asset's front view against it)",
     )
     p.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")

@@ -155,3 +155,38 @@ def test_image_run_config_errors(tmp_path):
         validate(make_cfg(tmp_path / "nope.png"))
     with pytest.raises(ConfigError, match="needs --representation gaussians"):
         validate(make_cfg(disc_image(tmp_path / "d.png"), "representation=nerf"))
+
+
+def test_image_flag_selects_gaussians(tmp_path, capsys):
+    from dreampropeller.cli import main
+
+    image = disc_image(tmp_path / "disc.png")
+    assert main(["generate", "--image", str(image), "--out", str(tmp_path / "r"), "--print-config"]) == 0
+    assert "representation: gaussians" in capsys.readouterr().out
+    # an explicit representation is the user's word: nerf is refused with the one-line reason
+    with pytest.raises(ConfigError, match="needs --representation gaussians"):
+        validate(make_cfg(image, "representation=nerf"))
+
+
+def test_reference_scores_against_hand_values(tmp_path):
+    from dreampropeller.runs.reference import REFERENCE_RESOLUTION, mask_iou, psnr, reference_scores
+
+    image = disc_image(tmp_path / "disc.png")
+    cfg = make_cfg(image)
+    r = REFERENCE_RESOLUTION
+    rgb_ref, mask_ref = load_reference_image(image, r, r)
+
+    def perfect(cameras):
+        return rgb_ref[None], mask_ref[None]
+
+    def empty(cameras):
+        return torch.ones(1, r, r, 3), torch.zeros(1, r, r, 1)
+
+    assert reference_scores(perfect, cfg) == {"reference_psnr": None, "reference_mask_iou": 1.0}
+    scores = reference_scores(empty, cfg)
+    mse = float(((1.0 - rgb_ref.double()) ** 2).mean())
+    assert scores["reference_psnr"] == pytest.approx(-10 * np.log10(mse), abs=1e-3)
+    assert scores["reference_mask_iou"] == 0.0
+    # hand values: two 1x4 masks overlapping in one of three covered pixels
+    assert mask_iou(torch.tensor([1.0, 1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 1.0, 0.0])) == 1 / 3
+    assert psnr(torch.zeros(4), torch.full((4,), 0.1)) == pytest.approx(20.0)
