@@ -5,7 +5,10 @@ Every process holds one (:class:`ScoreDistillation` for SDS, or
 the draws of a step and the gradient with respect to the rendered latents; the representation never
 needs to know which loss it is trained by. A guidance object may keep part of the Picard state (the
 synchronized VSD LoRA): it names those keys (``param_keys``, :meth:`owns`), initializes them and
-updates them, and its :meth:`gradient` returns their drifts next to the latent gradient.
+updates them, and its :meth:`gradient` returns their drifts next to the latent gradient. State a
+guidance keeps OUTSIDE the Picard state (the worker / accepted VSD LoRA) is read and restored through
+:meth:`worker_state` / :meth:`load_worker_state` (checkpoints), and :meth:`accept` hears which steps
+the solver accepted.
 """
 
 from __future__ import annotations
@@ -121,6 +124,16 @@ class ScoreDistillation:
     def update(self, x: State, drift: Drift, t: int) -> State:
         """Step the guidance's own entries ``x`` with their ``drift``."""
         return {}
+
+    def worker_state(self) -> State:
+        """State this guidance keeps outside the Picard state (none for SDS), copied for a checkpoint."""
+        return {}
+
+    def load_worker_state(self, state: State) -> None:
+        """Restore :meth:`worker_state` from a checkpoint."""
+
+    def accept(self, first: int, count: int) -> None:
+        """The solver accepted steps ``[first, first + count)`` (their states are exact)."""
 
     def replicate(self, device: torch.device | str) -> ScoreDistillation:
         """A copy on ``device`` with its own prior replica and prompt embeddings."""

@@ -12,6 +12,10 @@ draw of that loss comes from ``StepRandom(seed, t).generator("lora")``.
 
 The LoRA lives inside the prior's UNet, switched off by default, so the prior keeps answering as the
 pretrained model; :func:`lora_active` switches it on (with camera features) inside a block.
+
+A camera-conditioned prior (``uses_camera``: the embedded tiny prior, whose class embedding reads the
+camera) gets the camera in every forward, pretrained and LoRA alike, as its SDS does; camera dropout
+and the LoRA's camera guidance act on the LoRA's own camera embedding only.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from dreampropeller.guidance.prior import DiffusionPrior, TextCondition, cat_con
 from dreampropeller.guidance.sds import SDSConfig, clip_gradient, guided_noise, sds_weight
 
 CAMERA_FEATURES = 5
-MODES = ("worker", "synchronized")
+MODES = ("worker", "synchronized", "accepted")
 
 
 @dataclass
 class VSDConfig:
     """Knobs of VSD and its LoRA (defaults: ProlificDreamer / threestudio, rank 4, AdamW 1e-4)."""
 
-    mode: str = "worker"  # worker: each worker's own LoRA (the authors'); synchronized: LoRA in the state
+    # worker: each worker's own LoRA, a step per evaluated batch (the authors'); synchronized: LoRA in the
+    # Picard state, stepped in the rollout; accepted: one LoRA, a step per iteration on accepted renders
+    mode: str = "worker"
     lora_rank: int = 4
     lora_alpha: float | None = None  # None: equal to the rank (scale 1)
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -48,11 +54,19 @@ class VSDConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"vsd.mode must be 'worker' or 'synchronized', got {self.mode!r}")
+            raise ValueError(f"vsd.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if int(self.lora_rank) < 1:
             raise ValueError(f"vsd.lora_rank must be >= 1, got {self.lora_rank}")
         if not 0.0 <= float(self.camera_dropout) <= 1.0:
             raise ValueError(f"vsd.camera_dropout must be in [0, 1], got {self.camera_dropout}")
+
+
+def prior_camera(prior: DiffusionPrior, camera: torch.Tensor | None, copies: int = 1) -> torch.Tensor | None:
+    """The camera a prior's own forward reads: ``camera`` repeated ``copies`` times, or None when the
+    prior ignores cameras."""
+    if camera is None or not prior.uses_camera:
+        return None
+    return torch.cat([camera] * copies) if copies > 1 else camera
 
 
 def camera_features(camera: torch.Tensor) -> torch.Tensor:
@@ -172,9 +186,14 @@ def lora_noise(
     feats = camera_features(camera).to(noisy.device)
     if scale == 1.0:
         with lora_active(prior, feats):
-            return prior.predict_noise(noisy, t, cond)
+            return prior.predict_noise(noisy, t, cond, prior_camera(prior, camera))
     with lora_active(prior, torch.cat([feats, torch.zeros_like(feats)])):
-        eps = prior.predict_noise(torch.cat([noisy, noisy]), torch.cat([t, t]), cat_conditions([cond, cond]))
+        eps = prior.predict_noise(
+            torch.cat([noisy, noisy]),
+            torch.cat([t, t]),
+            cat_conditions([cond, cond]),
+            prior_camera(prior, camera, 2),
+        )
     eps_cam, eps_free = eps.chunk(2)
     return guided_noise(eps_cam, eps_free, scale, "diffusers")
 
@@ -187,9 +206,15 @@ def pretrained_noise(
     uncond: TextCondition,
     cfg: SDSConfig,
     scales: torch.Tensor | float | None = None,
+    camera: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Classifier-free-guided ``eps_pretrained`` (one forward of ``2n`` samples, LoRA off)."""
-    eps = prior.predict_noise(torch.cat([noisy, noisy]), torch.cat([t, t]), cat_conditions([cond, uncond]))
+    eps = prior.predict_noise(
+        torch.cat([noisy, noisy]),
+        torch.cat([t, t]),
+        cat_conditions([cond, uncond]),
+        prior_camera(prior, camera, 2),
+    )
     eps_c, eps_u = eps.float().chunk(2)
     s = cfg.guidance_scale if scales is None else scales
     if isinstance(s, torch.Tensor):
@@ -229,7 +254,7 @@ def vsd_gradient(
     with torch.no_grad():
         x = latents.detach()
         noisy = prior.add_noise(x, noise.to(x), t)
-        eps_pre = pretrained_noise(prior, noisy, t, cond, uncond, cfg, scales)
+        eps_pre = pretrained_noise(prior, noisy, t, cond, uncond, cfg, scales, camera)
         eps_lora = lora_noise(prior, noisy, t, cond, camera, float(vsd.guidance_scale_lora))
         grad = vsd_from_noise(eps_pre, eps_lora, prior.alphas_cumprod, t, cfg, step)
     return grad.to(latents.dtype)
@@ -266,7 +291,7 @@ def lora_loss(
     """Mean diffusion loss ``||eps_lora(x_t, t, camera) - noise||^2`` on detached ``latents``."""
     noisy, t, noise, feats = _lora_inputs(prior, latents, camera, draws)
     with lora_active(prior, feats):
-        eps = prior.predict_noise(noisy, t, cond)
+        eps = prior.predict_noise(noisy, t, cond, prior_camera(prior, camera))
     return (eps.float() - noise.float()).square().mean()
 
 
@@ -281,7 +306,7 @@ def lora_grads(
     noisy, t, noise, feats = _lora_inputs(prior, latents, camera, draws)
     with torch.enable_grad(), lora_active(prior, feats):
         params = lora_parameters(prior)
-        eps = prior.predict_noise(noisy, t, cond)
+        eps = prior.predict_noise(noisy, t, cond, prior_camera(prior, camera))
         loss = (eps.float() - noise.float()).square().mean()
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {

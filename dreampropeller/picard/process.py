@@ -11,6 +11,11 @@ A sequential run is ``x[t+1] = update(x[t], unit(x[t], t), t)`` for ``t = 0 .. T
   :class:`IndexMap` from new rows to old rows.
 * ``distance(a, b)``: how far a guess is from the rolled-out state; default mean squared
   difference per element over ``param_keys``.
+
+Optional hooks for state a process keeps OUTSIDE the fixed point (e.g. a VSD LoRA trained per worker,
+or on accepted steps only): ``accept(first, count)`` is called after each iteration with the steps
+that became exact; ``worker_state()`` / ``load_worker_state(state)`` let checkpoints save and restore
+it (executors with replicas save every replica's: :meth:`Executor.worker_states`).
 """
 
 from __future__ import annotations
@@ -100,6 +105,16 @@ class Process:
     def unit_batch(self, xs: Sequence[State], ts: Sequence[int]) -> list[Drift]:
         """Units of a window in one call; the default loops. Override to batch on one device."""
         return [self.unit(x, t) for x, t in zip(xs, ts, strict=True)]
+
+    def accept(self, first: int, count: int) -> None:
+        """Called by the solver after each iteration: steps ``[first, first + count)`` were accepted."""
+
+    def worker_state(self) -> State:
+        """State kept outside the Picard state by this worker (copied; empty by default)."""
+        return {}
+
+    def load_worker_state(self, state: State) -> None:
+        """Restore :meth:`worker_state` (from a checkpoint)."""
 
     def replicate(self, device: torch.device) -> Process:
         """A copy of this process whose static parts (e.g. prior weights) live on ``device``.

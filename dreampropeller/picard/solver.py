@@ -375,6 +375,9 @@ class PicardSolver:
                 stats.thresholds.append(thr)
                 stats.errors.append(errors)
                 exact = rolled[accepted]
+                accept = getattr(self.process, "accept", None)
+                if accept is not None:
+                    accept(b, accepted)  # state kept outside the fixed point learns which steps count
                 if self.config.linearize and not maps and bad_at is None:
                     t4 = time.perf_counter()
                     rolled = self._relinearize(rolled, guesses, drifts, errors, b, accepted)

@@ -215,6 +215,19 @@ class NerfTextTo3D(Process):
         )
         return self.refresh_occupancy(out, t)
 
+    # -- state outside the fixed point (the worker / accepted VSD LoRA) ----------------------------
+    def worker_state(self) -> State:
+        """What this worker keeps outside the Picard state (a checkpoint saves it)."""
+        return self.guidance.worker_state()
+
+    def load_worker_state(self, state: State) -> None:
+        """Restore :meth:`worker_state` (resume)."""
+        self.guidance.load_worker_state(state)
+
+    def accept(self, first: int, count: int) -> None:
+        """The solver accepted steps ``[first, first + count)``."""
+        self.guidance.accept(first, count)
+
     def replicate(self, device: torch.device) -> NerfTextTo3D:
         clone = copy.copy(self)
         clone.device = torch.device(device)

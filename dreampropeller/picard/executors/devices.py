@@ -84,6 +84,25 @@ class DevicesExecutor(Executor):
                 out[j] = d
         return out  # type: ignore[return-value]
 
+    def worker_states(self, process: Process) -> list[State]:
+        """Every replica's state outside the Picard state (one per device)."""
+        self.bind(process)
+        states = [r.worker_state() for r in self._replicas]
+        return states if any(states) else []
+
+    def load_worker_states(self, process: Process, states: Sequence[State]) -> None:
+        """Restore each replica's state (the checkpoint must have one per device)."""
+        if not states:
+            return
+        self.bind(process)
+        if len(states) != len(self._replicas):
+            raise ValueError(
+                f"the checkpoint holds {len(states)} workers' state but there are {len(self._replicas)} "
+                "devices: resume with the devices it was started with"
+            )
+        for replica, state in zip(self._replicas, states, strict=True):
+            replica.load_worker_state(state)
+
     @property
     def parallel_width(self) -> int:
         return len(self.devices)
