@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +47,53 @@ def finish_directory(out: Path) -> None:
     (out / INCOMPLETE).unlink(missing_ok=True)
 
 
-def save_run_checkpoint(out: Path, state: State, step: int, solver_state: dict[str, Any] | None) -> Path:
-    """The run's checkpoint: the exact state, its step and the solver's resumable state."""
-    return save_checkpoint(out / CHECKPOINT, state, step, {"solver": solver_state or {}})
+WORKER = "worker/"  # checkpoint keys of state kept outside the Picard state: worker/<i>/<key>
 
 
-def load_run_checkpoint(out: Path, device: torch.device | str = "cpu") -> tuple[State, int, dict[str, Any]]:
-    """``(state, step, solver_state)`` of a run directory (older runs stored only the threshold)."""
+def save_run_checkpoint(
+    out: Path,
+    state: State,
+    step: int,
+    solver_state: dict[str, Any] | None,
+    workers: Sequence[State] = (),
+) -> Path:
+    """The run's checkpoint: the exact state, its step, the solver's resumable state and every worker's
+    state outside the Picard state (a worker-mode VSD LoRA and its AdamW state, per replica)."""
+    tensors = dict(state)
+    for i, w in enumerate(workers):
+        tensors.update({f"{WORKER}{i}/{k}": v for k, v in w.items()})
+    return save_checkpoint(
+        out / CHECKPOINT, tensors, step, {"solver": solver_state or {}, "workers": len(workers)}
+    )
+
+
+def _read(out: Path, device: torch.device | str) -> tuple[State, int, dict[str, Any]]:
     path = Path(out) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {str(out)!r} (expected {CHECKPOINT})")
-    state, step, meta = load_checkpoint(path, device)
+    return load_checkpoint(path, device)
+
+
+def load_run_checkpoint(out: Path, device: torch.device | str = "cpu") -> tuple[State, int, dict[str, Any]]:
+    """``(state, step, solver_state)`` of a run directory (older runs stored only the threshold); the
+    workers' state is left out (:func:`load_run_workers`)."""
+    tensors, step, meta = _read(out, device)
+    state = {k: v for k, v in tensors.items() if not k.startswith(WORKER)}
     solver = meta.get("solver")
     if solver is None:
         solver = {"threshold": meta["threshold"]} if meta.get("threshold") is not None else {}
     return state, step, solver
+
+
+def load_run_workers(out: Path, device: torch.device | str = "cpu") -> list[State]:
+    """Every worker's state outside the Picard state saved in a run's checkpoint (``[]`` when none)."""
+    tensors, _, meta = _read(out, device)
+    workers: list[State] = [{} for _ in range(int(meta.get("workers", 0)))]
+    for key, value in tensors.items():
+        if key.startswith(WORKER):
+            index, name = key[len(WORKER) :].split("/", 1)
+            workers[int(index)][name] = value
+    return workers
 
 
 def log(out: Path, message: str) -> None:

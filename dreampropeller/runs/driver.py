@@ -27,6 +27,7 @@ from dreampropeller.runs.assets import asset_of, mesh_report, score_asset
 from dreampropeller.runs.directory import (
     finish_directory,
     load_run_checkpoint,
+    load_run_workers,
     log,
     prepare_output,
     save_run_checkpoint,
@@ -112,25 +113,28 @@ def run_text_to_3d(
         prepare_output(out, overwrite)
     process = make_process(run)
     start, state, solver_state = 0, None, None
+    workers = lambda: executor.worker_states(process)  # noqa: E731 (a VSD worker LoRA, per replica)
     if resume:
         state, start, solver_state = load_run_checkpoint(out, run_device(run))
+        executor.load_worker_states(process, load_run_workers(out, run_device(run)))
     else:
         start_directory(out, cfg, overwrite)
         state = process.initial_state()
-        save_run_checkpoint(out, state, 0, {})
+        save_run_checkpoint(out, state, 0, {}, workers())
     log(
         out,
         f"{'resume' if resume else 'start'} at step {start}/{run.steps}: window {run.picard.window}, "
         f"executor {executor.name}, device {run.device}, prior {run.prior}",
     )
-    bar = Progress(out, run.steps, start, progress, cfg=run)
+    bar = Progress(out, run.steps, start, progress, cfg=run, workers=workers)
     t0 = time.perf_counter()
     try:
         result = solve(process, run, executor, state, start, solver_state, callback=bar)
+        final_workers = workers()  # before the executor lets its replicas go
     finally:
         bar.close()
         executor.close()
-    save_run_checkpoint(out, result.state, result.step, result.solver_state)
+    save_run_checkpoint(out, result.state, result.step, result.solver_state, final_workers)
     stopped = _stopped(result, run, out)
     if stopped is not None:
         raise stopped

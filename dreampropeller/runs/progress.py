@@ -5,6 +5,7 @@ row in ``trace.jsonl`` (read by the report) and, with ``logger: tensorboard``, l
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class Progress:
     checkpoint_every_s: float = 60.0
     cfg: TextTo3DConfig | None = None
     """The resolved config: its ``logger`` (and the renders a logger shows)."""
+    workers: Callable[[], list[State]] | None = None
+    """Every worker's state outside the Picard state, saved with each checkpoint (a VSD worker LoRA)."""
 
     def __post_init__(self) -> None:
         from tqdm.auto import tqdm
@@ -53,7 +56,8 @@ class Progress:
             iters=info.iteration, speedup=f"{info.stats.rounds_speedup:.2f}x", thr=f"{info.threshold:.3g}"
         )
         if time.perf_counter() - self.last_save > self.checkpoint_every_s:
-            save_run_checkpoint(self.out, info.state, info.step, info.solver_state)
+            workers = self.workers() if self.workers is not None else []
+            save_run_checkpoint(self.out, info.state, info.step, info.solver_state, workers)
             self.last_save = time.perf_counter()
         row = trace_row(info, self.last_step, self.last_units, time.perf_counter() - self.t0)
         self.last_step, self.last_units = info.step, info.stats.unit_evals

@@ -43,6 +43,18 @@ def validate(cfg: TextTo3DConfig) -> None:
             )
         if cfg.image.path:
             load_reference_image(cfg.image.path, cfg.render.height, cfg.render.width)
+    if cfg.guidance == "vsd":
+        mode, executor = cfg.vsd.mode, cfg.picard.executor
+        if mode == "accepted" and executor in ("devices", "distributed"):
+            raise ConfigError(
+                f"vsd.mode=accepted trains one LoRA on the renders of accepted steps, which the {executor} "
+                "executor evaluates elsewhere: use the batched or sequential executor, or synchronized mode"
+            )
+        if mode == "worker" and executor == "distributed":
+            raise ConfigError(
+                "vsd.mode=worker keeps a LoRA on every rank, which a checkpoint cannot hold: "
+                "use vsd.mode=synchronized with the distributed executor"
+            )
     for name in ("height", "width", "batch_size", "num_samples"):
         if int(getattr(cfg.render, name)) < 1:
             raise ConfigError(f"render.{name} must be >= 1, got {getattr(cfg.render, name)}")
