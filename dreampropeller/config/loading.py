@@ -59,16 +59,33 @@ def resolve_config_path(name: str) -> Path:
     return bundled
 
 
+def with_prior_overlays(files: Sequence[str], prior: str) -> list[str]:
+    """``files`` with, after each bundled config ``NAME``, its overlay for ``prior`` when one is shipped
+    (``configs/<prior>/NAME.yaml``: the recipe sized for that prior, e.g. ProlificDreamer on the
+    embedded tiny prior)."""
+    out: list[str] = []
+    for name in files:
+        out.append(name)
+        path = Path(name)
+        overlay = CONFIG_DIR / str(prior) / f"{name}.yaml"
+        if path.suffix not in (".yaml", ".yml") and not path.exists() and overlay.is_file():
+            out.append(str(overlay))
+    return out
+
+
 def merge_config(
     defaults: Any,
     files: Sequence[str] = (),
     overrides: Sequence[str] = (),
     free: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    overlays: bool = True,
 ) -> dict[str, Any]:
     """Defaults (a dataclass) + YAML files + ``extra`` + ``key=value`` overrides, checked for unknown keys.
 
-    Keys in ``free`` (dotted) are free-form mappings whose contents are not checked.
+    Keys in ``free`` (dotted) are free-form mappings whose contents are not checked. A bundled config
+    with an overlay for the merged ``prior`` (:func:`with_prior_overlays`) gets it right after it
+    (``overlays=False``: never).
     """
     base = to_dict(defaults)
     merged = OmegaConf.create(base)
@@ -97,6 +114,10 @@ def merge_config(
         merged = OmegaConf.merge(merged, layer)
     out = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(out, dict)
+    if overlays:
+        layered = with_prior_overlays(files, out.get("prior", ""))  # e.g. prolificdreamer on the tiny prior
+        if len(layered) > len(files):
+            return merge_config(defaults, layered, overrides, free, extra, overlays=False)
     return out
 
 
