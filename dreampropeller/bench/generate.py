@@ -93,18 +93,20 @@ def bench_generate(
     files: Sequence[str] = (),
     executor: str = "batched",
 ) -> dict[str, Any]:
-    """Sequential vs propelled for each seed; summary and noise floor across seeds."""
+    """Sequential vs propelled for each seed (each run with a freshly loaded prior); summary and noise
+    floor across seeds."""
     given = load_config(prompt, files, overrides, steps=steps or None)
     base = resolve_config(_with_picard(given, window, executor))
     window, device = int(base.picard.window), run_device(base)
     runs = []
     for seed in seeds:
         cfg = dataclasses.replace(base, seed=int(seed))
-        process = make_process(cfg)
+        # a prior of its own for every run: whatever a run trains (a VSD LoRA) never reaches the next
         print(f"[bench generate] seed {seed}: sequential ...", file=sys.stderr, flush=True)
-        seq = _run(process, _with_picard(cfg, 1, "sequential"))
+        seq_cfg = _with_picard(cfg, 1, "sequential")
+        seq = _run(make_process(seq_cfg), seq_cfg)
         print(f"[bench generate] seed {seed}: propelled (window {window}) ...", file=sys.stderr, flush=True)
-        prop = _run(process, cfg)
+        prop = _run(make_process(cfg), cfg)
         runs.append({"seed": int(seed), "sequential": seq, "propelled": prop})
     for r in runs:
         r["psnr_turntable"] = round(psnr(r["sequential"]["_views"], r["propelled"]["_views"]), 3)

@@ -187,9 +187,43 @@ def _prior(args: argparse.Namespace) -> int:
 
 
 def _vsd(args: argparse.Namespace) -> int:
-    from dreampropeller.bench.vsd_gpu import run
+    if args.prior == "random":
+        from dreampropeller.bench.vsd_gpu import run
 
-    return run(args)
+        args.steps = args.steps or 200
+        args.modes = args.modes or "worker,synchronized"
+        args.threshold = 0.15 if args.threshold is None else args.threshold
+        return run(args)
+    from dreampropeller.bench.vsd import bench_vsd_quality, format_vsd_quality
+    from dreampropeller.guidance.prompts import check_prompt
+    from dreampropeller.guidance.vsd import MODES
+
+    if args.arch:
+        raise ValueError("--arch picks a random-weight model: use it with --prior random")
+    check_prompt(args.prompt)
+    if args.window < 1 or (args.steps is not None and args.steps < 1):
+        raise ValueError("--steps and --window must be >= 1")
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.threshold is not None:
+        overrides.append(f"picard.threshold={args.threshold}")
+    result = bench_vsd_quality(
+        args.prompt,
+        args.steps,
+        args.window,
+        [int(x) for x in args.seeds.split(",")],
+        [m for m in (args.modes or ",".join(MODES)).split(",") if m],
+        args.config or ["prolificdreamer"],
+        overrides,
+        args.prior,
+    )
+    print(format_vsd_quality(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -391,16 +425,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = add_command(
         bsub,
         "vsd",
-        "VSD: propelled vs sequential wall clock (random SD-shaped prior)",
-        "ProlificDreamer's VSD with each LoRA arrangement (worker, synchronized), sequential vs propelled, "
-        "on a Stable-Diffusion-shaped prior with random weights: wall clock and rounds.",
-        ["dreampropeller bench vsd --steps 100", "dreampropeller bench vsd --arch sd21-base --device cuda"],
+        "VSD's LoRA modes: propelled vs sequential, speed with quality",
+        "ProlificDreamer's VSD with each LoRA arrangement (worker: the authors', a LoRA per worker trained "
+        "on every evaluated unit; synchronized: the LoRA in the Picard state; accepted: one LoRA stepped "
+        "on the accepted steps' renders), sequential vs propelled from each seed, every run with a fresh "
+        "prior. Default: the embedded prior (--config prolificdreamer --prior tiny), a few minutes per run "
+        "on a CPU: rounds speedup, units per accepted step, wall clock, PSNR to the sequential run beside "
+        "the seed floor, eval scores and their seed spread. --prior random: the wall-clock benchmark on a "
+        "random-weight Stable-Diffusion-shaped model (for GPUs).",
+        [
+            "dreampropeller bench vsd --seeds 0,1 --json vsd.json",
+            "dreampropeller bench vsd --modes accepted --steps 200 --seeds 0",
+            "dreampropeller bench vsd --prior random --arch sd21-base --device cuda",
+        ],
     )
-    v.add_argument("--steps", type=int, default=200, help="steps of each run")
+    v.add_argument("overrides", nargs="*", help="key=value config overrides (embedded prior)")
+    v.add_argument(
+        "--prior",
+        choices=["tiny", "random"],
+        default="tiny",
+        help="tiny (default): the embedded prior, scored; random: random SD-shaped weights, wall clock only",
+    )
+    v.add_argument("--prompt", default="a red cube", help="the prompt (default: a red cube)")
+    v.add_argument("--steps", type=int, help="steps of each run (default: the config's; 200 with random)")
     v.add_argument("--window", type=int, default=8, help="the propelled run's window")
-    v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="sd21-base on CUDA, else tiny")
+    v.add_argument("--seeds", default="0,1", help="comma-separated seeds (two give the seed floor)")
+    v.add_argument(
+        "--modes", help="comma-separated LoRA modes (default: worker,synchronized,accepted; random: 2 first)"
+    )
+    v.add_argument("--config", action="append", default=[], help="config files (default: prolificdreamer)")
+    v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="--prior random: sd21-base on CUDA")
     v.add_argument("--device", help="default: cuda when available, else cpu")
-    v.add_argument("--modes", default="worker,synchronized", help="comma-separated LoRA modes")
-    v.add_argument("--threshold", type=float, default=0.15, help="acceptance tolerance (exact steps^2)")
+    v.add_argument(
+        "--threshold", type=float, default=None, help="acceptance tolerance (exact steps^2; default 0.15)"
+    )
     v.add_argument("--json", help="write the result to this JSON file")
     v.set_defaults(func=_vsd)
