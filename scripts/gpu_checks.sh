@@ -18,9 +18,9 @@ timeout "${T_GENERATE:-140}" python3 -m dreampropeller bench generate --prompt "
 echo "== bench prior (SD 2.1-base UNet, random weights, fp16)"
 timeout "${T_PRIOR:-70}" python3 -m dreampropeller bench prior --json "$OUT/bench_prior_cuda.json" 2>&1 | tail -12
 echo "== VSD propelled vs sequential (SD 2.1-base-shaped random models), authors' worker LoRA mode"
-timeout "${T_VSD:-70}" python3 -m dreampropeller bench vsd --steps 200 --modes worker --json "$OUT/bench_vsd_worker_cuda.json" 2>&1 | tail -6
+timeout "${T_VSD:-70}" python3 -m dreampropeller bench vsd --prior random --steps 200 --modes worker --json "$OUT/bench_vsd_worker_cuda.json" 2>&1 | tail -6
 echo "== VSD synchronized LoRA mode"
-timeout "${T_VSD2:-60}" python3 -m dreampropeller bench vsd --steps 200 --modes synchronized --json "$OUT/bench_vsd_sync_cuda.json" 2>&1 | tail -6
+timeout "${T_VSD2:-60}" python3 -m dreampropeller bench vsd --prior random --steps 200 --modes synchronized --json "$OUT/bench_vsd_sync_cuda.json" 2>&1 | tail -6
 echo "== torch vs gsplat rasterizer (images and gradients; gsplat compiles its kernels on first use)"
 timeout "${T_RASTER:-240}" python3 -m dreampropeller.scene.gaussian_raster --check 2>&1 | tail -20 \
   | tee "$OUT/gaussian_raster_check.txt"

@@ -77,6 +77,7 @@ def _run(process: Process, cfg: TextTo3DConfig) -> dict:
         "scores": {k: scores.get(k) for k in SCORES},
         "_views": views,
         "_stats": s,
+        "_state": result.state,
     }
 
 
@@ -119,6 +120,7 @@ def bench_generate(
         for key in ("sequential", "propelled"):
             r[key].pop("_views")
             r[key].pop("_stats")
+            r[key].pop("_state")
 
     def mean(key: str, which: str) -> float | None:
         vals = [r[which]["scores"][key] for r in runs if r[which]["scores"].get(key) is not None]

@@ -23,6 +23,7 @@ import torch
 
 from dreampropeller.bench.generate import SCORES, _run, _with_picard, psnr
 from dreampropeller.config.schema import TextTo3DConfig
+from dreampropeller.guidance.variational import lora_steps
 from dreampropeller.guidance.vsd import MODES
 from dreampropeller.runs.driver import load_config, make_process
 from dreampropeller.runs.resolve import resolve_config, run_device
@@ -36,8 +37,12 @@ def with_mode(cfg: TextTo3DConfig, mode: str) -> TextTo3DConfig:
 
 
 def fresh_run(cfg: TextTo3DConfig) -> dict[str, Any]:
-    """One timed run of the resolved ``cfg`` with a prior (and LoRA) loaded for it alone."""
-    return _run(make_process(cfg), cfg)
+    """One timed run of the resolved ``cfg`` with a prior (and LoRA) loaded for it alone; with the
+    number of steps its LoRA took."""
+    process = make_process(cfg)
+    out = _run(process, cfg)
+    out["lora_steps"] = lora_steps(process.guidance, out["_state"])
+    return out
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -92,6 +97,8 @@ def bench_vsd_quality(
                     "rounds_speedup": p["rounds_speedup"],
                     "units_per_step": p["units_per_step"],
                     "iterations": p["iterations"],
+                    "lora_steps": p["lora_steps"],
+                    "sequential_lora_steps": s["lora_steps"],
                     "wall_clock_s": p["wall_clock_s"],
                     "sequential_wall_clock_s": s["wall_clock_s"],
                     "wall_clock_speedup": round(s["wall_clock_s"] / p["wall_clock_s"], 3),

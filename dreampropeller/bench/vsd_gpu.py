@@ -25,6 +25,7 @@ from dreampropeller.bench.picard import relative_deviation
 from dreampropeller.bench.prior import make_sd_prior
 from dreampropeller.config.schema import RenderConfig, TextTo3DConfig
 from dreampropeller.guidance.sds import SDSConfig
+from dreampropeller.guidance.variational import lora_steps
 from dreampropeller.guidance.vsd import VSDConfig
 from dreampropeller.picard.device import resolve_device
 from dreampropeller.picard.executors import BatchedExecutor
@@ -83,6 +84,7 @@ def bench_vsd_mode(
             "iterations": result.stats.iterations,
             "unit_evals": result.stats.unit_evals,
             "status": result.stats.status,
+            "lora_steps": lora_steps(process.guidance, result.state),
         }
         nerf_keys = [k for k in process.param_keys if not k.startswith("lora/")]
         del process, prior
@@ -97,10 +99,10 @@ def bench_vsd(
     window: int = 8,
     arch: str | None = None,
     device: str | None = None,
-    modes: Sequence[str] = ("worker", "synchronized"),
+    modes: Sequence[str] = ("worker", "synchronized", "accepted"),
     threshold: float = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
-    """Both LoRA modes: sequential vs propelled wall clock on one device."""
+    """Each LoRA mode: sequential vs propelled wall clock on one device (LoRA steps of both reported)."""
     dev = resolve_device(device)
     arch = arch or ("sd21-base" if dev.type == "cuda" else "tiny")
     bench_vsd_mode(arch, dev, 2, 2, modes[0], threshold)  # warm-up: kernels, allocator, lazy imports
@@ -124,7 +126,8 @@ def format_vsd(result: dict[str, Any]) -> str:
         lines.append(
             f"  {r['mode']:>12}: sequential {s['wall_s']:.1f}s, propelled {p['wall_s']:.1f}s "
             f"-> wall-clock ratio {r['wall_clock_ratio']:.2f}x ({p['iterations']} iterations, "
-            f"{p['unit_evals']} units, NeRF deviation {r['nerf_relative_deviation']:.3g})"
+            f"{p['unit_evals']} units, LoRA steps {s['lora_steps']} / {p['lora_steps']}, "
+            f"NeRF deviation {r['nerf_relative_deviation']:.3g})"
         )
     return "\n".join(lines)
 
@@ -137,7 +140,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--arch", choices=["tiny", "small", "sd21-base"], help="default: sd21-base on CUDA, else tiny"
     )
     p.add_argument("--device", help="default: cuda when available, else cpu")
-    p.add_argument("--modes", default="worker,synchronized", help="comma-separated LoRA modes")
+    p.add_argument("--modes", default="worker,synchronized,accepted", help="comma-separated LoRA modes")
     p.add_argument(
         "--threshold", type=float, default=DEFAULT_TOLERANCE, help="acceptance tolerance (exact steps^2)"
     )

@@ -191,7 +191,7 @@ def _vsd(args: argparse.Namespace) -> int:
         from dreampropeller.bench.vsd_gpu import run
 
         args.steps = args.steps or 200
-        args.modes = args.modes or "worker,synchronized"
+        args.modes = args.modes or "worker,synchronized,accepted"
         args.threshold = 0.15 if args.threshold is None else args.threshold
         return run(args)
     from dreampropeller.bench.vsd import bench_vsd_quality, format_vsd_quality
@@ -450,9 +450,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--steps", type=int, help="steps of each run (default: the config's; 200 with random)")
     v.add_argument("--window", type=int, default=8, help="the propelled run's window")
     v.add_argument("--seeds", default="0,1", help="comma-separated seeds (two give the seed floor)")
-    v.add_argument(
-        "--modes", help="comma-separated LoRA modes (default: worker,synchronized,accepted; random: 2 first)"
-    )
+    v.add_argument("--modes", help="comma-separated LoRA modes (default: worker,synchronized,accepted)")
     v.add_argument("--config", action="append", default=[], help="config files (default: prolificdreamer)")
     v.add_argument("--arch", choices=["tiny", "small", "sd21-base"], help="--prior random: sd21-base on CUDA")
     v.add_argument("--device", help="default: cuda when available, else cpu")

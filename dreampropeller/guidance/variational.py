@@ -52,6 +52,16 @@ def is_lora_key(key: str) -> bool:
     return key.startswith(LORA) or (is_optim_key(key) and param_of(key).startswith(LORA))
 
 
+def lora_steps(guidance: Any, state: State) -> int | None:
+    """How many AdamW steps the run's LoRA took: from the state (synchronized) or the guidance's own
+    (worker, accepted); None for a guidance without a LoRA."""
+    if not isinstance(guidance, VariationalScoreDistillation):
+        return None
+    source = state if guidance.synchronized else guidance.worker_state()
+    counts = [float(v) for k, v in source.items() if k.startswith("optim/step/" + LORA)]
+    return int(max(counts)) if counts else 0
+
+
 class VariationalScoreDistillation(ScoreDistillation):
     """VSD with a LoRA on the prior (see the module docstring); ``seed`` keys the LoRA draws."""
 

@@ -41,10 +41,16 @@ def test_bench_vsd_tiny(tmp_path, capsys):
         main(["--steps", "4", "--window", "2", "--arch", "tiny", "--device", "cpu", "--json", str(out)]) == 0
     )
     data = json.loads(out.read_text())
-    assert [m["mode"] for m in data["modes"]] == ["worker", "synchronized"]
+    assert [m["mode"] for m in data["modes"]] == ["worker", "synchronized", "accepted"]
     for m in data["modes"]:
-        assert m["sequential"]["iterations"] == 4 and m["propelled"]["status"] == "done"
-        assert 1 <= m["propelled"]["iterations"] <= 4 and m["wall_clock_ratio"] > 0
+        seq, prop = m["sequential"], m["propelled"]
+        assert seq["iterations"] == 4 and prop["status"] == "done"
+        assert 1 <= prop["iterations"] <= 4 and m["wall_clock_ratio"] > 0
+        # like with like: sequentially a LoRA step per step; propelled, synchronized keeps one per
+        # accepted step, the others take one per window (worker: every slot's renders; accepted: the
+        # accepted slots' renders)
+        assert seq["lora_steps"] == 4
+        assert prop["lora_steps"] == (4 if m["mode"] == "synchronized" else prop["iterations"])
     assert "wall-clock ratio" in capsys.readouterr().out
 
 
