@@ -61,8 +61,9 @@ class DmtetConfig:
     its isosurface level ``init_level`` (``auto``: the level its mesh export picks). Texture: a hash
     grid of ``n_levels`` from ``base_resolution`` to ``finest_resolution`` and an MLP. Losses besides
     SDS (numbers or schedules): normal consistency (1 - cos between neighbouring faces) and uniform
-    Laplacian smoothness of the extracted mesh; the volume losses of ``loss`` do not apply. ``optimizer``
-    ``None``: :func:`dreampropeller.systems.dmtet.dmtet_optimizer`; a mapping replaces it.
+    Laplacian smoothness of the extracted mesh; the volume losses of ``loss`` do not apply. Adam's
+    learning rates: ``geometry_lr`` for the SDF and deformation, ``texture_lr`` for the texture field
+    (:func:`dreampropeller.systems.dmtet.dmtet_optimizer`); an ``optimizer`` mapping replaces it all.
     """
 
     resolution: int = 32
@@ -70,16 +71,21 @@ class DmtetConfig:
     init_radius: float = 0.4
     init_from: str | None = None
     init_level: Any = "auto"
-    n_levels: int = 4
+    # a coarse texture (2 levels, 16 and 32 cells): finer levels painted white patches on a red cube
+    n_levels: int = 2
     n_features_per_level: int = 2
     log2_hashmap_size: int = 15
     base_resolution: int = 16
-    finest_resolution: int = 64
+    finest_resolution: int = 32
     albedo_hidden: int = 64
     albedo_layers: int = 1
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    lambda_normal_consistency: Any = 0.0
+    normals: str = "vertex"  # shading normals: vertex (smooth) or face (flat)
+    # the embedded prior's SDS gradient on the SDF is ~1e4 times normal consistency's (docs/dmtet.md)
+    lambda_normal_consistency: Any = 10000.0
     lambda_laplacian: Any = 0.0
+    geometry_lr: float = 0.002
+    texture_lr: float = 0.01
     optimizer: Any = None
 
     @property

@@ -34,6 +34,7 @@ SDF = "dmtet.sdf"
 DEFORMATION = "dmtet.deformation"
 ENCODING = "texture.encoding"
 ALBEDO_NET = "texture.albedo_net"
+NORMALS = ("vertex", "face")
 
 
 @dataclass(frozen=True)
@@ -150,12 +151,18 @@ class DMTet:
         lights: Tensor,
         background: Tensor,
         shading_cfg: ShadingConfig,
+        mesh: tuple[Tensor, Tensor] | None = None,
+        normals: str = "vertex",
     ) -> dict[str, Tensor]:
         """Renders of one parameter set from ``cameras`` (B of them): ``rgb`` [B, H, W, 3] composited on
         ``background`` [B, 3], ``alpha`` [B, H, W, 1], ``normal`` [B, H, W, 3] (unit where covered, 0
         elsewhere), and the mesh (``vertices``, ``faces``). ``codes`` [B] are the per-camera shading modes
-        (:data:`~dreampropeller.scene.shading.SHADING_MODES`), ``lights`` [B, 3] point lights."""
-        verts, faces = self.mesh(params)
+        (:data:`~dreampropeller.scene.shading.SHADING_MODES`), ``lights`` [B, 3] point lights. ``mesh``:
+        the already extracted ``self.mesh(params)`` (exports render one mesh many times). ``normals``:
+        shading normals interpolated from the vertices' (smooth) or the faces' own (flat)."""
+        if normals not in NORMALS:
+            raise SceneError(f"dmtet normals must be one of {NORMALS}, got {normals!r}")
+        verts, faces = self.mesh(params) if mesh is None else mesh
         b = len(cameras)
         dev, dtype = verts.device, verts.dtype
         bg = background.to(dev, dtype)[:, None, None, :].expand(b, height, width, 3)
@@ -167,9 +174,12 @@ class DMTet:
         rast = rasterize(clip, faces, (height, width))
         mask = (rast[..., 3:] > 0).to(dtype)
         points = interpolate(verts, rast, faces).reshape(-1, 3)
-        normal = torch.nn.functional.normalize(
-            interpolate(vertex_normals(verts, faces), rast, faces), dim=-1, eps=1e-12
-        )
+        if normals == "vertex":
+            normal = interpolate(vertex_normals(verts, faces), rast, faces)
+        else:
+            fn = torch.cat([verts.new_zeros(1, 3), face_normals(verts, faces)])  # row 0: no face
+            normal = fn[rast[..., 3].detach().round().long()]
+        normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
         cov = mask.reshape(-1).nonzero().squeeze(1)
         cam_of = torch.div(cov, height * width, rounding_mode="floor")
         pts = points[cov]

@@ -25,20 +25,20 @@ from dreampropeller.guidance.sds import scheduled_value, sds_surrogate
 from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
-from dreampropeller.scene.dmtet import DMTet, laplacian_smoothness, normal_consistency, sphere_sdf
+from dreampropeller.scene.dmtet import NORMALS, DMTet, laplacian_smoothness, normal_consistency, sphere_sdf
 from dreampropeller.scene.hashgrid import SceneError
 from dreampropeller.scene.shading import choose_shading, mode_code, sample_light_positions
 
 
-def dmtet_optimizer() -> dict[str, Any]:
-    """Adam (betas 0.9 / 0.99, eps 1e-15): SDF and deformation 0.005 per step (a tenth of a default
-    cell), the texture field 0.01 (DreamFusion's)."""
+def dmtet_optimizer(geometry_lr: float, texture_lr: float) -> dict[str, Any]:
+    """Adam (betas 0.9 / 0.99, eps 1e-15): ``geometry_lr`` for the SDF and deformation (world units per
+    step at most), ``texture_lr`` for the texture field."""
     return {
         "name": "adam",
-        "lr": 0.01,
+        "lr": float(texture_lr),
         "betas": [0.9, 0.99],
         "eps": 1e-15,
-        "groups": [{"names": ["dmtet.sdf", "dmtet.deformation"], "lr": 0.005}],
+        "groups": [{"names": ["dmtet.sdf", "dmtet.deformation"], "lr": float(geometry_lr)}],
     }
 
 
@@ -54,6 +54,8 @@ def validate_dmtet_config(cfg: TextTo3DConfig) -> None:
         raise ConfigError(
             f"dmtet.init_radius must lie in (0, dmtet.radius={cfg.dmtet.radius}), got {cfg.dmtet.init_radius}"
         )
+    if cfg.dmtet.normals not in NORMALS:
+        raise ConfigError(f"dmtet.normals must be one of {NORMALS}, got {cfg.dmtet.normals!r}")
     if len(tuple(cfg.dmtet.background)) != 3:
         raise ConfigError(f"dmtet.background needs 3 values, got {cfg.dmtet.background}")
 
@@ -72,7 +74,8 @@ class DmtetTextTo3D(Process):
         self.device = guidance.device
         self.seed = int(cfg.seed)
         self.dmtet = DMTet(cfg.dmtet.shape, self.device)
-        self.optimizer = make_optimizer(cfg.dmtet.optimizer or dmtet_optimizer())
+        d = cfg.dmtet
+        self.optimizer = make_optimizer(d.optimizer or dmtet_optimizer(d.geometry_lr, d.texture_lr))
         self.init_sdf = init_sdf
         self.param_keys = self.dmtet.keys
 
@@ -138,6 +141,7 @@ class DmtetTextTo3D(Process):
                     d["lights"],
                     d["background"],
                     cfg.shading,
+                    normals=cfg.dmtet.normals,
                 )
                 images.append(out["rgb"])
                 regs.append(self._regularizers(out["vertices"], out["faces"], t))

@@ -113,3 +113,16 @@ def test_regularizers_are_zero_on_flat_meshes_and_positive_on_bumps():
     assert interior[12]
     assert float(normal_consistency(bumped, faces)) > 0.01
     assert float(laplacian_smoothness(bumped, faces)) > float(laplacian_smoothness(verts, faces))
+
+
+def test_flat_shading_uses_each_faces_own_normal(dmtet):
+    p = ball(dmtet)
+    q = dmtet.grid_vertices.abs() - 0.3  # a box: its faces are planes, normals along the axes
+    p[SDF] = q.clamp_min(0).norm(dim=-1) + q.amax(-1).clamp_max(0) + 1e-3
+    cams = cameras_from_spherical(torch.tensor([0.0]), torch.tensor([0.0]), 1.8, 30.0)
+    args = (cams, 24, 24, torch.tensor([1]), cams.position, torch.ones(1, 3), ShadingConfig())
+    flat = dmtet.render(p, *args, normals="face")
+    centre = flat["normal"][0, 8:16, 8:16].reshape(-1, 3)  # the front face, seen head on (+x)
+    assert torch.allclose(centre, torch.tensor([1.0, 0.0, 0.0]).expand_as(centre), atol=1e-5)
+    with pytest.raises(SceneError):
+        dmtet.render(p, *args, normals="phong")
