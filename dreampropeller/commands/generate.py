@@ -31,6 +31,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"image.path={Path(args.image).expanduser().resolve()}")
         if getattr(args, "representation", None) is None:  # image-to-3D is DreamGaussian's: Gaussians
             out.append("representation=gaussians")
+    if getattr(args, "init_from", None):
+        out.append(f"dmtet.init_from={Path(args.init_from).expanduser().resolve()}")
+        if getattr(args, "representation", None) is None:  # refining a NeRF run is Magic3D's DMTet stage
+            out.append("representation=dmtet")
     if args.fixed_threshold:
         from dreampropeller.config.loading import ConfigError
 
@@ -112,6 +116,7 @@ after the prompt (--print-config lists them).
 EXAMPLES = (
     'dreampropeller generate "a red cube" --out runs/red-cube',
     'dreampropeller generate "a blue sphere" --out runs/sphere --representation gaussians',
+    'dreampropeller generate "a red cube" --out runs/cube-mesh --init-from runs/red-cube (NeRF -> mesh)',
     'dreampropeller generate "a green torus" --out runs/torus --window 1        (the sequential run)',
     'dreampropeller generate "a red cube" --out runs/cube steps=1200 sds.guidance_scale=30',
     "dreampropeller generate --resume runs/red-cube                                (after Ctrl-C)",
@@ -159,7 +164,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", help="tiny (embedded default), sd, if")
     p.add_argument("--prior-path", help="local directory or hub id of the prior's weights")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--representation", choices=["nerf", "gaussians"], help="nerf (default) or gaussians")
+    p.add_argument(
+        "--representation",
+        choices=["nerf", "gaussians", "dmtet"],
+        help="nerf (default), gaussians, or dmtet (a mesh: DMTet on a tetrahedral grid, Magic3D's "
+        "refine stage)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start a DMTet mesh from the finished NeRF run in RUN_DIR (its density's isosurface; selects "
+        "dmtet), as Magic3D refines a coarse NeRF",
+    )
     p.add_argument(
         "--image",
         metavar="PATH",

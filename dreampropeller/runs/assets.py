@@ -13,10 +13,14 @@ import torch
 
 from dreampropeller.config.schema import TextTo3DConfig
 from dreampropeller.evaluation.asset import evaluate_asset
+from dreampropeller.export.errors import ExportError
 from dreampropeller.export.fields import nerf_color_fn, nerf_density_fn, nerf_render_fn
 from dreampropeller.export.gaussians import gaussian_mesh, gaussian_render_fn, write_gaussian_ply
 from dreampropeller.export.mesh import Mesh, extract_mesh, piece_fractions, remove_small_pieces
 from dreampropeller.picard.process import State
+from dreampropeller.scene.cameras import Cameras
+from dreampropeller.scene.dmtet import DMTet
+from dreampropeller.scene.shading import mode_code
 from dreampropeller.scene.views import RenderFn
 from dreampropeller.scene.volume import occupancy_grid
 from dreampropeller.systems.nerf import levels_at, nerf_keys
@@ -122,10 +126,72 @@ class GaussianAsset:
         write_gaussian_ply(self.state, out / "gaussians.ply", self.cfg.gaussians.color_mode)
 
 
+class DmtetAsset:
+    """A DMTet: the mesh marching tetrahedra extracts from its SDF, coloured by its texture field."""
+
+    def __init__(self, cfg: TextTo3DConfig, state: State) -> None:
+        self.cfg = cfg
+        device = state["dmtet.sdf"].device
+        self.dmtet = DMTet(cfg.dmtet.shape, device)
+        self.params = {k: state[k].detach() for k in self.dmtet.keys}
+
+    def render_fn(
+        self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False, shading: str = "diffuse"
+    ) -> RenderFn:
+        """Rasterized renders lit by a head light (``shading``: diffuse, albedo or textureless);
+        ``samples`` and ``skip_empty`` are the NeRF's and change nothing here."""
+        code = mode_code(shading)
+        with torch.no_grad():
+            vertices, faces = self.dmtet.mesh(self.params)
+        background = torch.tensor(tuple(self.cfg.dmtet.background), dtype=torch.float32)
+
+        def render(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+            b = len(cameras)
+            with torch.no_grad():
+                out = self.dmtet.render(
+                    self.params,
+                    cameras,
+                    resolution,
+                    resolution,
+                    torch.full((b,), code),
+                    cameras.position,
+                    background.expand(b, 3),
+                    self.cfg.shading,
+                    mesh=(vertices, faces),
+                    normals=self.cfg.dmtet.normals,
+                )
+            return out["rgb"], out["alpha"]
+
+        return render
+
+    def albedo_fn(self, resolution: int) -> RenderFn:
+        return self.render_fn(resolution, shading="albedo")
+
+    def mesh(self, colour: bool = True) -> Mesh:
+        with torch.no_grad():
+            vertices, faces = self.dmtet.mesh(self.params)
+            if faces.shape[0] == 0:
+                raise ExportError("the DMTet's SDF has no zero crossing: there is no surface to export")
+            colours = (
+                self.dmtet.albedo_fn(self.params)(vertices) if colour else torch.full_like(vertices, 0.7)
+            )
+        mesh = Mesh(
+            vertices.float().cpu().numpy(),
+            faces.cpu().numpy().astype("int64"),
+            colours.clamp(0, 1).float().cpu().numpy(),
+        )
+        return remove_small_pieces(mesh, self.cfg.export.min_piece_fraction)
+
+    def write_native(self, out: Path) -> None:
+        """A DMTet's native form is its mesh (``mesh.obj`` / ``mesh.glb``) and the checkpoint."""
+
+
 def asset_of(cfg: TextTo3DConfig, state: State, step: int) -> Asset:
     """The asset of a state of a run with config ``cfg`` at ``step``."""
     if cfg.representation == "gaussians":
         return GaussianAsset(cfg, state)
+    if cfg.representation == "dmtet":
+        return DmtetAsset(cfg, state)
     return NerfAsset(cfg, state, step)
 
 

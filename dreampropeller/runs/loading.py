@@ -1,4 +1,5 @@
-"""Reading a run directory back: its config, exact state and step, and the asset they make."""
+"""Reading a run directory back: its config, exact state and step, and the asset they make; and the
+start of a DMTet run from a finished NeRF run (Magic3D's refine stage)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from omegaconf import OmegaConf
 
 from dreampropeller.config.loading import ConfigError, build
 from dreampropeller.config.schema import TextTo3DConfig
+from dreampropeller.export.fields import nerf_density_fn
+from dreampropeller.export.mesh import auto_threshold, fill_cavities, sample_grid
 from dreampropeller.picard.process import State
-from dreampropeller.runs.assets import Asset, asset_of
+from dreampropeller.runs.assets import Asset, NerfAsset, asset_of
 from dreampropeller.runs.directory import CONFIG, load_run_checkpoint
+from dreampropeller.scene.dmtet import DMTet, sdf_from_density
 
 
 @dataclass
@@ -38,3 +42,42 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Run:
     cfg = build(TextTo3DConfig, data)  # type: ignore[arg-type]
     state, step, _ = load_run_checkpoint(run_dir, device)
     return Run(cfg, state, step)
+
+
+def dmtet_init_sdf(cfg: TextTo3DConfig, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The starting SDF [V] of a DMTet run whose ``dmtet.init_from`` names a finished NeRF run (None
+    otherwise), as Magic3D starts its refine stage: the NeRF's density at the grid vertices, level set
+    at ``dmtet.init_level`` (``auto``: the level the NeRF's own mesh export picks, from its silhouettes
+    on an ``export.mesh_resolution`` grid), closed hollows filled, and the grid's border kept outside
+    so the surface closes. The texture field starts fresh."""
+    d = cfg.dmtet
+    if cfg.representation != "dmtet" or not d.init_from:
+        return None
+    run = load_run(d.init_from, "cpu")
+    if run.cfg.representation != "nerf":
+        raise ConfigError(
+            f"dmtet.init_from needs a finished NeRF run; {d.init_from!r} is a {run.cfg.representation} run"
+        )
+    nerf = run.asset
+    assert isinstance(nerf, NerfAsset)
+    density = nerf_density_fn(nerf.params, run.cfg.nerf, nerf.levels)
+    if d.init_level == "auto":
+        res, bound = int(run.cfg.export.mesh_resolution), float(run.cfg.nerf.radius)
+        level = auto_threshold(sample_grid(density, bound, res), 2 * bound / (res - 1))
+    else:
+        level = float(d.init_level)
+    dmtet = DMTet(d.shape)
+    n = d.resolution + 1
+    with torch.no_grad():
+        values = torch.cat([density(p) for p in dmtet.grid_vertices.split(65536)]).reshape(n, n, n)
+    filled, _ = fill_cavities(values.double().numpy(), level)
+    sdf = sdf_from_density(torch.from_numpy(filled).float(), level, d.shape.cell)
+    border = torch.zeros(n, n, n, dtype=torch.bool)
+    border[[0, -1]] = border[:, [0, -1]] = border[:, :, [0, -1]] = True
+    sdf = torch.where(border, sdf.clamp_min(d.shape.cell), sdf).reshape(-1)
+    if not bool((sdf < 0).any()):
+        raise ConfigError(
+            f"the NeRF of {d.init_from!r} has no density above level {level:.4g} inside the DMTet grid "
+            f"(dmtet.radius={d.radius}): lower dmtet.init_level or widen the grid"
+        )
+    return sdf.to(device)

@@ -15,11 +15,12 @@ from dreampropeller.guidance.distillation import ScoreDistillation
 from dreampropeller.guidance.prior import DiffusionPrior
 from dreampropeller.guidance.prompts import EMPTY_PROMPT
 from dreampropeller.picard.process import Process
+from dreampropeller.systems.dmtet import DmtetTextTo3D, validate_dmtet_config
 from dreampropeller.systems.gaussians import GaussianTextTo3D, validate_gaussian_config
 from dreampropeller.systems.image_to_3d import ReferenceView, load_reference_image
 from dreampropeller.systems.nerf import NerfTextTo3D
 
-REPRESENTATIONS = ("nerf", "gaussians")
+REPRESENTATIONS = ("nerf", "gaussians", "dmtet")
 GUIDANCES = ("sds", "vsd")
 
 
@@ -30,7 +31,9 @@ def validate(cfg: TextTo3DConfig) -> None:
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {cfg.steps!r}")
     if cfg.representation not in REPRESENTATIONS:
-        raise ConfigError(f"representation {cfg.representation!r} is not available: use nerf or gaussians")
+        raise ConfigError(
+            f"representation {cfg.representation!r} is not available: use {', '.join(REPRESENTATIONS)}"
+        )
     if cfg.guidance not in GUIDANCES:
         raise ConfigError(f"guidance must be sds or vsd, got {cfg.guidance!r}")
     if cfg.image.path and cfg.representation != "gaussians":
@@ -43,6 +46,8 @@ def validate(cfg: TextTo3DConfig) -> None:
             )
         if cfg.image.path:
             load_reference_image(cfg.image.path, cfg.render.height, cfg.render.width)
+    if cfg.representation == "dmtet":
+        validate_dmtet_config(cfg)
     if cfg.guidance == "vsd":
         mode, executor = cfg.vsd.mode, cfg.picard.executor
         if mode == "accepted" and executor in ("devices", "distributed"):
@@ -81,9 +86,12 @@ def build_process(
     prior: DiffusionPrior,
     device: torch.device | str = "cpu",
     image: tuple[torch.Tensor, torch.Tensor] | None = None,
+    init_sdf: torch.Tensor | None = None,
 ) -> Process:
-    """The run's process for a loaded prior: NeRF (SDS or VSD), or Gaussians (text, or image when
-    ``cfg.image.path`` or ``image`` (rgb, mask) is given)."""
+    """The run's process for a loaded prior: NeRF (SDS or VSD), Gaussians (text, or image when
+    ``cfg.image.path`` or ``image`` (rgb, mask) is given), or DMTet (from a ball, or ``init_sdf``)."""
+    if cfg.representation == "dmtet":
+        return DmtetTextTo3D(cfg, make_guidance(cfg, prior, device), init_sdf)
     if cfg.representation == "gaussians":
         validate_gaussian_config(cfg)
         anchored = image is not None or bool(cfg.image.path)
