@@ -81,6 +81,7 @@ class DmtetConfig:
     albedo_layers: int = 1
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     normals: str = "vertex"  # shading normals: vertex (smooth) or face (flat)
+    supersample: int = 1  # training renders at this many times the size, box-filtered down
     # the embedded prior's SDS gradient on the SDF is ~1e4 times normal consistency's (docs/dmtet.md)
     lambda_normal_consistency: Any = 10000.0
     lambda_laplacian: Any = 0.0

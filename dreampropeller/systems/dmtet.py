@@ -56,6 +56,8 @@ def validate_dmtet_config(cfg: TextTo3DConfig) -> None:
         )
     if cfg.dmtet.normals not in NORMALS:
         raise ConfigError(f"dmtet.normals must be one of {NORMALS}, got {cfg.dmtet.normals!r}")
+    if int(cfg.dmtet.supersample) < 1:
+        raise ConfigError(f"dmtet.supersample must be >= 1, got {cfg.dmtet.supersample}")
     if len(tuple(cfg.dmtet.background)) != 3:
         raise ConfigError(f"dmtet.background needs 3 values, got {cfg.dmtet.background}")
 
@@ -131,19 +133,23 @@ class DmtetTextTo3D(Process):
         draws = [self._draws(t) for t in ts]
         with torch.enable_grad():
             images, regs = [], []
+            ss = int(cfg.dmtet.supersample)
             for i, (d, t) in enumerate(zip(draws, ts, strict=True)):
                 out = self.dmtet.render(
                     {k: v[i] for k, v in leaves.items()},
                     d["cameras"],
-                    h,
-                    w,
+                    h * ss,
+                    w * ss,
                     d["codes"],
                     d["lights"],
                     d["background"],
                     cfg.shading,
                     normals=cfg.dmtet.normals,
                 )
-                images.append(out["rgb"])
+                rgb = out["rgb"]
+                if ss > 1:  # box-filtered down: coverage within a pixel, and more silhouette pairs
+                    rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
+                images.append(rgb)
                 regs.append(self._regularizers(out["vertices"], out["faces"], t))
             rgb = torch.stack(images).reshape(p * b, h, w, 3).permute(0, 3, 1, 2)
             latents = self.guidance.encode(rgb)

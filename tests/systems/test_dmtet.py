@@ -86,3 +86,16 @@ def test_config_checks():
         validate_dmtet_config(tiny_config("dmtet.init_radius=2.0"))
     with pytest.raises(ConfigError, match="resolution"):
         validate_dmtet_config(tiny_config("dmtet.resolution=1"))
+
+
+def test_supersampled_and_flat_shaded_units_have_gradients(random_prior_dir):
+    cfg = tiny_config("dmtet.supersample=2", "dmtet.normals=face")
+    proc = DmtetTextTo3D(cfg, make_guidance(cfg, TinyPrior.load(random_prior_dir), "cpu"))
+    x = proc.initial_state()
+    d = proc.unit(x, 3)
+    assert all(torch.isfinite(v).all() for v in d.values())
+    assert float(d["dmtet.sdf"].abs().sum()) > 0
+    with pytest.raises(ConfigError, match="supersample"):
+        validate_dmtet_config(tiny_config("dmtet.supersample=0"))
+    with pytest.raises(ConfigError, match="normals"):
+        validate_dmtet_config(tiny_config("dmtet.normals=phong"))
