@@ -82,10 +82,11 @@ class DmtetConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     normals: str = "vertex"  # shading normals: vertex (smooth) or face (flat)
     supersample: int = 1  # training renders at this many times the size, box-filtered down
-    # the embedded prior's SDS gradient on the SDF is ~1e4 times normal consistency's (docs/dmtet.md)
-    lambda_normal_consistency: Any = 10000.0
+    # the embedded prior's SDS gradient on the SDF is ~1e4 times normal consistency's; a small geometry
+    # step keeps a NeRF's shape while the texture learns (red cube runs, docs/dmtet.md)
+    lambda_normal_consistency: Any = 1000.0
     lambda_laplacian: Any = 0.0
-    geometry_lr: float = 0.002
+    geometry_lr: float = 0.0003
     texture_lr: float = 0.01
     optimizer: Any = None
 
