@@ -36,11 +36,13 @@ MODES = ("worker", "synchronized", "accepted")
 
 @dataclass
 class VSDConfig:
-    """Knobs of VSD and its LoRA (defaults: ProlificDreamer / threestudio, rank 4, AdamW 1e-4)."""
+    """Knobs of VSD and its LoRA (defaults: ProlificDreamer / threestudio, rank 4, AdamW 1e-4; the LoRA
+    in the Picard state, ``mode="synchronized"``, measured best under Picard)."""
 
-    # worker: each worker's own LoRA, a step per evaluated batch (the authors'); synchronized: LoRA in the
-    # Picard state, stepped in the rollout; accepted: one LoRA, a step per iteration on accepted renders
-    mode: str = "worker"
+    # synchronized (default): the LoRA in the Picard state, stepped in the rollout on accepted iterates
+    # (closest to sequential at equal rounds, docs/priors.md); worker: each worker's own LoRA, a step per
+    # evaluated batch (the authors'); accepted: one LoRA, a step per iteration on accepted renders
+    mode: str = "synchronized"
     lora_rank: int = 4
     lora_alpha: float | None = None  # None: equal to the rank (scale 1)
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
