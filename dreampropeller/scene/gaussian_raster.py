@@ -50,6 +50,7 @@ from .gaussians import (
     gaussian_colors,
     init_gaussians,
 )
+from .views import broadcast_background
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
@@ -299,20 +300,10 @@ def _split_slots(params: Params | Sequence[Params]) -> tuple[list[dict[str, Tens
 
 
 def _background(background: Tensor | float | None, like: Tensor) -> Tensor:
-    """A background broadcastable to ``like`` [B, H, W, 3]."""
+    """A background broadcastable to ``like`` [B, H, W, 3] (none: black)."""
     if background is None:
         return like.new_zeros(3)
-    bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
-    if bg.dim() == 2:  # [B, 3]
-        bg = bg[:, None, None, :]
-    try:
-        torch.broadcast_shapes(bg.shape, like.shape)
-    except RuntimeError:
-        raise GaussianError(
-            f"background of shape {tuple(bg.shape)} does not fit images {tuple(like.shape)}; "
-            "pass [3], [B, 3] or [B, H, W, 3]"
-        ) from None
-    return bg
+    return broadcast_background(background, like, GaussianError)
 
 
 def gsplat_available() -> bool:

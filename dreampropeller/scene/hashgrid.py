@@ -52,6 +52,24 @@ class HashGridConfig:
             return 1.0
         return math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (n_levels - 1))
 
+    @classmethod
+    def spanning(
+        cls,
+        n_levels: int,
+        n_features: int,
+        log2_table_size: int,
+        base_resolution: int,
+        finest_resolution: int,
+    ) -> HashGridConfig:
+        """A grid whose ``n_levels`` levels go from ``base_resolution`` to ``finest_resolution`` cells."""
+        return cls(
+            n_levels=n_levels,
+            n_features=n_features,
+            log2_table_size=log2_table_size,
+            base_resolution=base_resolution,
+            per_level_scale=cls.scale_for(base_resolution, finest_resolution, n_levels),
+        )
+
     @property
     def table_size(self) -> int:
         return 1 << self.log2_table_size

@@ -56,7 +56,7 @@ from torch import Tensor
 
 from .cameras import Cameras, cameras_from_spherical
 from .gaussian_raster import camera_matrices
-from .views import RenderFn
+from .views import RenderFn, broadcast_background
 
 BACKENDS = ("torch", "auto", "nvdiffrast")
 #: (triangle, pixel) pairs tested at once by the torch rasterizer (bounds temporary memory).
@@ -487,17 +487,7 @@ def to_clip(
 
 
 def _background(background: Tensor | float | Sequence[float], like: Tensor) -> Tensor:
-    bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
-    if bg.dim() == 2:  # [B, 3]
-        bg = bg[:, None, None, :]
-    try:
-        torch.broadcast_shapes(bg.shape, like.shape)
-    except RuntimeError:
-        raise MeshRasterError(
-            f"background of shape {tuple(bg.shape)} does not fit images {tuple(like.shape)}; "
-            "pass a number, [3], [B, 3] or [B, H, W, 3]"
-        ) from None
-    return bg
+    return broadcast_background(background, like, MeshRasterError)
 
 
 def render_mesh(

@@ -92,14 +92,12 @@ class NeRFConfig:
 
     @property
     def grid(self) -> HashGridConfig:
-        return HashGridConfig(
-            n_levels=self.n_levels,
-            n_features=self.n_features_per_level,
-            log2_table_size=self.log2_hashmap_size,
-            base_resolution=self.base_resolution,
-            per_level_scale=HashGridConfig.scale_for(
-                self.base_resolution, self.finest_resolution, self.n_levels
-            ),
+        return HashGridConfig.spanning(
+            self.n_levels,
+            self.n_features_per_level,
+            self.log2_hashmap_size,
+            self.base_resolution,
+            self.finest_resolution,
         )
 
 
