@@ -27,7 +27,8 @@ from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.dmtet import NORMALS, DMTet, laplacian_smoothness, normal_consistency, sphere_sdf
 from dreampropeller.scene.hashgrid import SceneError
-from dreampropeller.scene.shading import choose_shading, mode_code, sample_light_positions
+from dreampropeller.scene.shading import mode_code
+from dreampropeller.systems.views import lit_views
 
 
 def dmtet_optimizer(geometry_lr: float, texture_lr: float) -> dict[str, Any]:
@@ -97,9 +98,7 @@ class DmtetTextTo3D(Process):
         cfg = self.cfg
         rnd = StepRandom(self.seed, t)
         b = cfg.render.batch_size
-        cams = cfg.camera.sample(b, rnd.generator("camera"))
-        lights = sample_light_positions(cams.position, rnd.generator("light"), cfg.shading)
-        modes = choose_shading(t, b, rnd.generator("shading"), cfg.shading)
+        cams, lights, modes = lit_views(cfg, rnd, t)
         ts, noise = self.guidance.draw(b, cfg.render.height, cfg.render.width, rnd.generator("sds"), t)
         return {
             "cameras": cams,

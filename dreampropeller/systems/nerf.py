@@ -30,8 +30,8 @@ from dreampropeller.scene.regularizers import (
     orientation_loss,
     z_variance,
 )
-from dreampropeller.scene.shading import choose_shading, sample_light_positions
 from dreampropeller.scene.volume import occupancy_grid, render_cameras
+from dreampropeller.systems.views import lit_views
 
 OCCUPANCY = "occupancy.grid"
 
@@ -101,9 +101,7 @@ class NerfTextTo3D(Process):
         cfg = self.cfg
         rnd = StepRandom(self.seed, t)
         b = cfg.render.batch_size
-        cams = cfg.camera.sample(b, rnd.generator("camera"))
-        lights = sample_light_positions(cams.position, rnd.generator("light"), cfg.shading)
-        modes = choose_shading(t, b, rnd.generator("shading"), cfg.shading)
+        cams, lights, modes = lit_views(cfg, rnd, t)
         bg_mask, bg_colors = sample_background_colors(cfg.nerf, b, rnd.generator("background"))
         h, w = cfg.render.height, cfg.render.width
         ts, noise = self.guidance.draw(b, h, w, rnd.generator("sds"), t)
