@@ -37,6 +37,7 @@ from dreampropeller.runs.loading import dmtet_init_sdf
 from dreampropeller.runs.metrics import run_metrics
 from dreampropeller.runs.outputs import write_outputs
 from dreampropeller.runs.progress import Progress
+from dreampropeller.runs.reference import REFERENCE_RESOLUTION, reference_scores
 from dreampropeller.runs.resolve import resolve_config, run_device, run_executor, solver_config
 from dreampropeller.systems.factory import build_process
 
@@ -150,6 +151,8 @@ def run_text_to_3d(
         asset = asset_of(run, result.state, run.steps)
         mesh = write_outputs(asset, out, run)
         metrics["mesh"] = mesh_report(mesh)
+        if run.image.path:  # image-to-3D: how well the front view reproduces the reference image
+            metrics["reference"] = reference_scores(asset.render_fn(REFERENCE_RESOLUTION), run)
         metrics["wall_clock_split"]["export_s"] = round(time.perf_counter() - t1, 3)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finish_directory(out)

@@ -136,7 +136,11 @@ def test_generate_gaussians_end_to_end(tmp_path, prior_dir):
     for name in ("gaussians.ply", "turntable.mp4", "views.png", "mesh.obj", "mesh.glb", "metrics.json"):
         assert (run / name).is_file(), name
     assert not (run / "INCOMPLETE").exists()
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 6 == metrics["steps"]
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["steps"] == 6 == metrics["steps"]
+    ref = written["reference"]  # the front view against the disc: scored as reference_scores does
+    assert set(ref) == {"reference_psnr", "reference_mask_iou"} and 0.0 <= ref["reference_mask_iou"] <= 1.0
+    assert ref["reference_psnr"] > 0.0
     ply = read_gaussian_ply(run / "gaussians.ply")
     assert list(ply)[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     assert list(ply)[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
