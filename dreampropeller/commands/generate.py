@@ -55,7 +55,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _generate(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from dreampropeller.config.loading import ConfigError, build, merge_config
+    from dreampropeller.config.loading import ConfigError, build, merge_config, to_dict
     from dreampropeller.config.schema import TextTo3DConfig
     from dreampropeller.guidance.prompts import EMPTY_PROMPT
     from dreampropeller.runs.driver import RunError, run_text_to_3d
@@ -67,6 +67,10 @@ def _generate(args: argparse.Namespace) -> int:
         if words:
             raise ConfigError("--resume continues a run: give no prompt (it is in the run's config.yaml)")
         out = Path(args.resume)
+        if (out / "stages.yaml").is_file():  # a staged run: continue its unfinished stages
+            from dreampropeller.runs.stages import load_plan
+
+            return _run_stages(load_plan(out), out, args, resume=True)
         if not (out / "config.yaml").is_file():
             raise ConfigError(f"--resume {args.resume!r}: not a run directory (no config.yaml)")
         files = [str(out / "config.yaml"), *args.config]
@@ -83,6 +87,15 @@ def _generate(args: argparse.Namespace) -> int:
     data = merge_config(
         TextTo3DConfig(), files, [*_overrides(args), *overrides], free=["optimizer"], extra=extra
     )
+    if data.get("stages") and not args.resume:  # Magic3D-style: one run per stage, each from the last
+        from dreampropeller.runs.stages import plan_stages
+
+        plan = plan_stages(data["stages"], out, files, [*_overrides(args), *overrides], extra)
+        if args.print_config:
+            resolved = [{"name": s.name} | to_dict(s.cfg) for s in plan]
+            print(OmegaConf.to_yaml(OmegaConf.create({"stages": resolved})))
+            return 0
+        return _run_stages(plan, out, args, resume=False)
     cfg = build(TextTo3DConfig, data)
     if args.print_config:
         print(OmegaConf.to_yaml(OmegaConf.create(data)))
@@ -100,6 +113,25 @@ def _generate(args: argparse.Namespace) -> int:
         f"done: {out} ({metrics['steps']} steps, window {metrics['window']}, {metrics['iterations']} Picard "
         f"iterations, rounds speedup {metrics['rounds_speedup']:.2f}x, {metrics['wall_clock_s']:.1f}s)"
     )
+    return 0
+
+
+def _run_stages(plan: list, out: Path, args: argparse.Namespace, resume: bool) -> int:
+    """Run (or resume) a staged run and print one line per stage."""
+    from dreampropeller.runs.driver import RunError
+    from dreampropeller.runs.stages import run_stages
+
+    try:
+        metrics = run_stages(plan, out, overwrite=args.overwrite, resume=resume, progress=not args.quiet)
+    except RunError as err:
+        print(f"dreampropeller: {err}", file=sys.stderr)
+        return err.exit_code
+    for row in metrics["stages"]:
+        print(
+            f"stage {row['name']} ({row['representation']}): {row['dir']}, {row.get('steps')} steps, "
+            f"{row.get('iterations')} Picard iterations, {row.get('wall_clock_s', 0):.1f}s"
+        )
+    print(f"done: {out} (final stage {metrics['stages'][-1]['name']})")
     return 0
 
 

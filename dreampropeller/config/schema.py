@@ -268,3 +268,5 @@ class TextTo3DConfig:
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     dmtet: DmtetConfig = field(default_factory=DmtetConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    # a run made of stages (``--config magic3d``): each entry a name + config keys (dreampropeller.runs.stages)
+    stages: list = field(default_factory=list)

@@ -105,15 +105,17 @@ def run_text_to_3d(
     resume: bool = False,
     progress: bool = True,
     exports: bool = True,
+    existing_ok: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) ``cfg`` into ``out``; returns the metrics written to ``out/metrics.json``."""
+    """Run (or resume) ``cfg`` into ``out``; returns the metrics written to ``out/metrics.json``.
+    ``existing_ok``: ``out`` may already hold files (a staged run's directory, :mod:`.stages`)."""
     out = Path(out)
     run = resolve_config(cfg)
     check_logger(run.logger)  # an optional extra that may be missing: before anything is written
     executor = run_executor(run)  # first: under torchrun it picks this rank's GPU
     if getattr(executor, "rank", 0) > 0:  # a distributed worker: evaluate units for rank 0, write nothing
         return {"rank": executor.rank, "exit_code": executor.serve_all([make_process(run)])}
-    if not resume:
+    if not resume and not existing_ok:
         prepare_output(out, overwrite)
     process = make_process(run)
     start, state, solver_state = 0, None, None
