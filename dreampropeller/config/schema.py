@@ -18,6 +18,7 @@ from dreampropeller.scene.cameras import CameraSampler
 from dreampropeller.scene.densify import DensifyConfig
 from dreampropeller.scene.dmtet import DMTetShape
 from dreampropeller.scene.nerf import NeRFConfig
+from dreampropeller.scene.sdf import SdfShape
 from dreampropeller.scene.shading import ShadingConfig
 
 BACKGROUNDS = ("random", "white", "black")
@@ -103,6 +104,68 @@ class DmtetConfig:
             finest_resolution=int(self.finest_resolution),
             albedo_hidden=int(self.albedo_hidden),
             albedo_layers=int(self.albedo_layers),
+        )
+
+
+@dataclass
+class SdfConfig:
+    """A signed distance field rendered by NeuS (``representation=sdf``; threestudio's implicit-sdf).
+
+    Field: a hash grid of ``n_levels`` from ``base_resolution`` to ``finest_resolution`` cells over
+    ``[-radius, radius]^3`` and an MLP, added to the sphere of ``init_radius``; the albedo reads the
+    coarsest ``albedo_levels``. Levels switch on progressively: ``levels_start``, one more every
+    ``levels_every`` steps (0: all at once). NeuS: inverse standard deviation ``exp(10 * variance)``,
+    learned from ``init_variance``; ``cos_anneal_steps`` anneals NeuS's cosine (0: off). Losses besides
+    SDS (numbers or schedules): the eikonal term, rendered-normal smoothness and opacity entropy; the
+    volume losses of ``loss`` do not apply. Adam: ``lr``, ``variance_lr`` for the variance; an
+    ``optimizer`` mapping replaces it (:func:`dreampropeller.systems.sdf.sdf_optimizer`).
+    """
+
+    n_levels: int = 8
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 15
+    base_resolution: int = 16
+    finest_resolution: int = 128
+    sdf_hidden: int = 64
+    sdf_layers: int = 1
+    albedo_hidden: int = 64
+    albedo_layers: int = 1
+    albedo_levels: int | None = 4
+    radius: float = 1.0
+    init_radius: float = 0.5
+    init_variance: float = 0.3
+    normal_mode: str = "analytic"
+    normal_eps: float = 0.01
+    levels_start: int = 4
+    levels_every: int = 60
+    cos_anneal_steps: int = 0
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    lambda_eikonal: Any = 100.0
+    lambda_normal_smooth: Any = 0.0
+    lambda_opaque: Any = 0.0
+    lr: float = 0.01
+    variance_lr: float = 0.001
+    optimizer: Any = None
+
+    @property
+    def shape(self) -> SdfShape:
+        """The sizes of the field."""
+        return SdfShape(
+            n_levels=int(self.n_levels),
+            n_features_per_level=int(self.n_features_per_level),
+            log2_hashmap_size=int(self.log2_hashmap_size),
+            base_resolution=int(self.base_resolution),
+            finest_resolution=int(self.finest_resolution),
+            sdf_hidden=int(self.sdf_hidden),
+            sdf_layers=int(self.sdf_layers),
+            albedo_hidden=int(self.albedo_hidden),
+            albedo_layers=int(self.albedo_layers),
+            albedo_levels=None if self.albedo_levels is None else int(self.albedo_levels),
+            radius=float(self.radius),
+            init_radius=float(self.init_radius),
+            init_variance=float(self.init_variance),
+            normal_mode=str(self.normal_mode),
+            normal_eps=float(self.normal_eps),
         )
 
 
@@ -267,6 +330,7 @@ class TextTo3DConfig:
     vsd: VSDConfig = field(default_factory=VSDConfig)
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     dmtet: DmtetConfig = field(default_factory=DmtetConfig)
+    sdf: SdfConfig = field(default_factory=SdfConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     # a run made of stages (``--config magic3d``): each entry a name + config keys (dreampropeller.runs.stages)
     stages: list = field(default_factory=list)

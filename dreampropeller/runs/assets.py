@@ -20,10 +20,13 @@ from dreampropeller.export.mesh import Mesh, extract_mesh, piece_fractions, remo
 from dreampropeller.picard.process import State
 from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.dmtet import DMTet
+from dreampropeller.scene.nerf import stack_params
+from dreampropeller.scene.sdf import VARIANCE, render_sdf_cameras, sdf_albedo, sdf_keys, sdf_value
 from dreampropeller.scene.shading import mode_code
 from dreampropeller.scene.views import RenderFn
 from dreampropeller.scene.volume import occupancy_grid
 from dreampropeller.systems.nerf import levels_at, nerf_keys
+from dreampropeller.systems.sdf import sdf_levels_at
 
 OCCUPANCY_LEVEL = 0.05  # density below which a cell is skipped in exports (max pixel change ~0.04)
 EVAL_RESOLUTION = 64  # the evaluation views' size
@@ -186,12 +189,72 @@ class DmtetAsset:
         """A DMTet's native form is its mesh (``mesh.obj`` / ``mesh.glb``) and the checkpoint."""
 
 
+class SdfAsset:
+    """A NeuS SDF at its final hash-grid level count: rendered by NeuS volume rendering, meshed at its
+    zero level set."""
+
+    def __init__(self, cfg: TextTo3DConfig, state: State, step: int) -> None:
+        self.cfg = cfg
+        self.shape = cfg.sdf.shape
+        self.params = stack_params([{k: state[k].detach() for k in sdf_keys(self.shape)}])
+        self.levels = sdf_levels_at(cfg, step)
+
+    def render_fn(
+        self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False, shading: str = "diffuse"
+    ) -> RenderFn:
+        """Renders lit by a head light (``shading``: diffuse, albedo or textureless) at bin-centre
+        samples; ``skip_empty`` is the NeRF's and changes nothing here."""
+        background = torch.tensor(tuple(self.cfg.sdf.background), dtype=torch.float32)
+
+        def render(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                out = render_sdf_cameras(
+                    self.params,
+                    cameras,
+                    resolution,
+                    resolution,
+                    self.shape,
+                    num_samples=samples,
+                    shading=shading,
+                    shading_cfg=self.cfg.shading,
+                    background=background,
+                    active_levels=self.levels,
+                    ray_chunk=4096,
+                )
+            return out["rgb"][0], out["opacity"][0]
+
+        return render
+
+    def albedo_fn(self, resolution: int) -> RenderFn:
+        return self.render_fn(resolution, shading="albedo")
+
+    def mesh(self, colour: bool = True) -> Mesh:
+        """Marching cubes of the zero level set (``export.mesh_resolution``), small pieces removed."""
+        e, device = self.cfg.export, self.params[VARIANCE].device
+        inside = lambda pts: -sdf_value(self.params, pts.to(device)[None], self.shape, self.levels)[0]  # noqa: E731
+        albedo = lambda pts: sdf_albedo(self.params, pts.to(device)[None], self.shape, self.levels)[0]  # noqa: E731
+        with torch.no_grad():
+            mesh = extract_mesh(
+                inside,
+                albedo if colour else None,
+                bound=self.shape.radius,
+                resolution=e.mesh_resolution,
+                threshold=0.0,
+            )
+        return remove_small_pieces(mesh, e.min_piece_fraction)
+
+    def write_native(self, out: Path) -> None:
+        """An SDF has no native file besides the checkpoint (and its mesh)."""
+
+
 def asset_of(cfg: TextTo3DConfig, state: State, step: int) -> Asset:
     """The asset of a state of a run with config ``cfg`` at ``step``."""
     if cfg.representation == "gaussians":
         return GaussianAsset(cfg, state)
     if cfg.representation == "dmtet":
         return DmtetAsset(cfg, state)
+    if cfg.representation == "sdf":
+        return SdfAsset(cfg, state, step)
     return NerfAsset(cfg, state, step)
 
 

@@ -2,7 +2,8 @@
 
 ``validate`` runs before anything is loaded or written; ``make_guidance`` builds the one
 score-distillation object a process holds (SDS or VSD, text or unconditional); ``build_process``
-puts it together with the representation (NeRF, or Gaussians with an optional reference view).
+puts it together with the representation (NeRF, Gaussians with an optional reference view, DMTet,
+or a NeuS SDF).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dreampropeller.systems.dmtet import DmtetTextTo3D, validate_dmtet_config
 from dreampropeller.systems.gaussians import GaussianTextTo3D, validate_gaussian_config
 from dreampropeller.systems.image_to_3d import ReferenceView, load_reference_image
 from dreampropeller.systems.nerf import NerfTextTo3D
+from dreampropeller.systems.sdf import SdfTextTo3D, validate_sdf_config
 
-REPRESENTATIONS = ("nerf", "gaussians", "dmtet")
+REPRESENTATIONS = ("nerf", "gaussians", "dmtet", "sdf")
 GUIDANCES = ("sds", "vsd")
 
 
@@ -48,6 +50,8 @@ def validate(cfg: TextTo3DConfig) -> None:
             load_reference_image(cfg.image.path, cfg.render.height, cfg.render.width)
     if cfg.representation == "dmtet":
         validate_dmtet_config(cfg)
+    if cfg.representation == "sdf":
+        validate_sdf_config(cfg)
     if cfg.guidance == "vsd":
         mode, executor = cfg.vsd.mode, cfg.picard.executor
         if mode == "accepted" and executor in ("devices", "distributed"):
@@ -89,9 +93,12 @@ def build_process(
     init_sdf: torch.Tensor | None = None,
 ) -> Process:
     """The run's process for a loaded prior: NeRF (SDS or VSD), Gaussians (text, or image when
-    ``cfg.image.path`` or ``image`` (rgb, mask) is given), or DMTet (from a ball, or ``init_sdf``)."""
+    ``cfg.image.path`` or ``image`` (rgb, mask) is given), DMTet (from a ball, or ``init_sdf``), or a
+    NeuS SDF (from a sphere)."""
     if cfg.representation == "dmtet":
         return DmtetTextTo3D(cfg, make_guidance(cfg, prior, device), init_sdf)
+    if cfg.representation == "sdf":
+        return SdfTextTo3D(cfg, make_guidance(cfg, prior, device))
     if cfg.representation == "gaussians":
         validate_gaussian_config(cfg)
         anchored = image is not None or bool(cfg.image.path)
