@@ -84,9 +84,10 @@ def _generate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         files = list(args.config)
     extra = {"prompt": words[0]} if words else None
-    data = merge_config(
-        TextTo3DConfig(), files, [*_overrides(args), *overrides], free=["optimizer"], extra=extra
-    )
+    every = [i for i in overrides if not i.startswith("stages.")]  # stages.NAME.key=value: one stage's
+    data = merge_config(TextTo3DConfig(), files, [*_overrides(args), *every], free=["optimizer"], extra=extra)
+    if len(every) < len(overrides) and not data.get("stages"):
+        raise ConfigError("stages.NAME.key=value overrides need a staged config (e.g. --config magic3d)")
     if data.get("stages") and not args.resume:  # Magic3D-style: one run per stage, each from the last
         from dreampropeller.runs.stages import plan_stages
 
@@ -149,6 +150,7 @@ EXAMPLES = (
     'dreampropeller generate "a red cube" --out runs/red-cube',
     'dreampropeller generate "a blue sphere" --out runs/sphere --representation gaussians',
     'dreampropeller generate "a red cube" --out runs/cube-mesh --init-from runs/red-cube (NeRF -> mesh)',
+    'dreampropeller generate "a red cube" --out runs/cube-m3d --config magic3d  (both stages in one run)',
     'dreampropeller generate "a green torus" --out runs/torus --window 1        (the sequential run)',
     'dreampropeller generate "a red cube" --out runs/cube steps=1200 sds.guidance_scale=30',
     "dreampropeller generate --resume runs/red-cube                                (after Ctrl-C)",

@@ -58,6 +58,22 @@ def stage_settings(stages: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``key=value`` overrides split into the ones for every stage and ``(stage, key=value)`` for one
+    stage (``stages.refine.steps=300`` or ``stages.1.steps=300``: by name or 0-based index)."""
+    general: list[str] = []
+    staged: list[tuple[str, str]] = []
+    for item in overrides:
+        if item.startswith("stages."):
+            stage, _, rest = item[len("stages.") :].partition(".")
+            if not stage or "=" not in rest or rest.startswith("="):
+                raise ConfigError(f"override {item!r}: set one stage's key as stages.NAME.key=value")
+            staged.append((stage, rest))
+        else:
+            general.append(item)
+    return general, staged
+
+
 def plan_stages(
     stages: Sequence[Any],
     out: Path,
@@ -66,17 +82,30 @@ def plan_stages(
     extra: Mapping[str, Any] | None = None,
 ) -> list[Stage]:
     """Every stage's run directory and config: defaults + ``files`` + ``extra`` + the stage's settings +
-    ``overrides``, checked like any run's config; a DMTet stage starts from the stage before it."""
+    ``overrides`` (``stages.NAME.key=value`` ones for that stage only), checked like any run's config;
+    a DMTet stage starts from the stage before it."""
     plan: list[Stage] = []
     named = stage_settings(stages)
     if not named:
         raise ConfigError("stages is empty: give at least one stage, or no stages key")
+    overrides, staged = split_overrides(overrides)
+    names = [n for n, _ in named]
+    for stage, item in staged:
+        if stage not in names and not (stage.isdigit() and int(stage) < len(names)):
+            raise ConfigError(
+                f"override stages.{stage}.{item}: no stage {stage!r} (stages: {', '.join(names)})"
+            )
     for i, (name, settings) in enumerate(named):
         last = i == len(named) - 1
         where = out if last else out / STAGES_DIR / f"{i + 1}-{name}"
+        own = [item for stage, item in staged if stage in (name, str(i))]
         try:
             data = merge_config(
-                TextTo3DConfig(), files, overrides, free=FREE_KEYS, extra={**(extra or {}), **settings}
+                TextTo3DConfig(),
+                files,
+                [*overrides, *own],
+                free=FREE_KEYS,
+                extra={**(extra or {}), **settings},
             )
         except ConfigError as err:
             raise ConfigError(f"stage {name!r}: {err}") from None

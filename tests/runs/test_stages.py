@@ -21,7 +21,8 @@ MAGIC3D = [{"name": "coarse", "representation": "nerf"}, {"name": "refine", "rep
 
 def test_plan_puts_stage_settings_between_config_files_and_overrides(tmp_path):
     stages = [{"name": "coarse", "representation": "nerf", "steps": 7, "seed": 3}, MAGIC3D[1]]
-    plan = plan_stages(stages, tmp_path / "out", overrides=["seed=5", "picard.window=4"], extra={"prompt": "p"})
+    overrides = ["seed=5", "picard.window=4"]
+    plan = plan_stages(stages, tmp_path / "out", overrides=overrides, extra={"prompt": "p"})
     coarse, refine = plan
     assert (coarse.name, coarse.out) == ("coarse", tmp_path / "out" / "stages" / "1-coarse")
     assert refine.out == tmp_path / "out"  # the last stage is the run directory itself
@@ -30,6 +31,12 @@ def test_plan_puts_stage_settings_between_config_files_and_overrides(tmp_path):
     assert coarse.cfg.picard.window == refine.cfg.picard.window == 4 and coarse.cfg.prompt == "p"
     assert refine.cfg.representation == "dmtet" and refine.cfg.dmtet.init_from == str(coarse.out.resolve())
     assert coarse.cfg.stages == refine.cfg.stages == []
+    one = plan_stages(
+        stages, tmp_path, overrides=["prompt=p", "steps=9", "stages.refine.steps=4", "stages.0.seed=2"]
+    )
+    assert [(s.cfg.steps, s.cfg.seed) for s in one] == [(9, 2), (4, 0)]  # one stage's override wins there
+    with pytest.raises(ConfigError, match="no stage 'fine'"):
+        plan_stages(stages, tmp_path, overrides=["stages.fine.steps=4"])
 
 
 @pytest.mark.parametrize(
