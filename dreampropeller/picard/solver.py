@@ -385,7 +385,7 @@ class PicardSolver:
                     stats.rollout_s += relinearize_s
                     t3 += relinearize_s  # counted as rollout, not bookkeeping
                 last_drift = drifts[len(rolled) - 2] if len(rolled) >= 2 else None
-                velocity = self._velocity(rolled)
+                velocity = self._velocity(rolled, maps, velocity)
                 guesses = self._slide(guesses, rolled, accepted, maps)
                 b += accepted
                 self._secants = {t: v for t, v in self._secants.items() if t > b}
@@ -492,24 +492,61 @@ class PicardSolver:
     def _slide(
         guesses: list[State], rolled: list[State], accepted: int, maps: list[tuple[State, State, IndexMap]]
     ) -> list[State]:
-        """Next window's guesses: the rollout from the new start on, then old guesses carried through maps."""
+        """Next window's guesses: the rollout from the new start on, then old guesses carried through maps.
+
+        Old guesses past the rollout exist only when it stopped early. One that no map carries into the
+        structure of the guess before it (it came from another structure change than the rollout's own,
+        e.g. a densification that chose other rows) is dropped with every guess after it, and ``_fill``
+        makes new slots from the rollout instead: kept, a stale structure would be copied into every later
+        window and each would stop after one step.
+        """
         new = rolled[accepted:]
         for g in guesses[len(rolled) :]:
             for before, after, index_map in maps:
                 if shapes_of(g) == shapes_of(before):
                     g = map_rows(g, before, after, index_map)
+            if shapes_of(g) != shapes_of(new[-1]):
+                break
             new.append(g)
         return new
 
-    def _velocity(self, rolled: list[State]) -> State | None:
-        """The last rolled-out step of the parameters (``None`` without two states of one structure)."""
+    def _velocity(
+        self,
+        rolled: list[State],
+        maps: list[tuple[State, State, IndexMap]] | None = None,
+        previous: State | None = None,
+    ) -> State | None:
+        """The last rolled-out step of the parameters (``None`` when there is none to carry on).
+
+        When that step changed the structure, the step before it (or, with none in this rollout,
+        ``previous``, the last window's velocity) is carried through the step's index map: each new row
+        moves like its source row, rows without a source stand still.
+        """
         if self.config.init != "velocity" or len(rolled) < 2:
             return None
         a, b = rolled[-2], rolled[-1]
         keys = self.process.param_keys or tuple(b)
-        if any(a[k].shape != b[k].shape for k in keys):
+        if all(a[k].shape == b[k].shape for k in keys):
+            return {k: b[k] - a[k] for k in keys}
+        index_map = next((m for before, after, m in maps or () if before is a and after is b), None)
+        if index_map is None:
             return None
-        return {k: b[k] - a[k] for k in keys}
+        before = {k: a[k] - rolled[-3][k] for k in keys} if len(rolled) >= 3 else previous
+        if before is None or any(k not in before or before[k].shape != a[k].shape for k in keys):
+            return None
+        out: State = {}
+        for k in keys:
+            src = index_map.sources.get(k)
+            if src is None:
+                if before[k].shape != b[k].shape:
+                    return None
+                out[k] = before[k]
+                continue
+            moved = torch.zeros_like(b[k])
+            valid = src >= 0
+            moved[valid] = before[k][src[valid]]
+            out[k] = moved
+        return out
 
     def _fill(
         self, guesses: list[State], n: int, b: int, last_drift: Drift | None, velocity: State | None = None
