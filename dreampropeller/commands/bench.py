@@ -9,6 +9,9 @@ from pathlib import Path
 
 from dreampropeller.commands import add_command
 
+# systems.factory.REPRESENTATIONS, spelled out: importing it would load torch for --help
+BENCH_REPRESENTATIONS = ("nerf", "gaussians", "dmtet", "sdf")
+
 
 def _rule(args: argparse.Namespace) -> dict[str, object]:
     """Solver settings of ``--rule`` / ``--threshold`` / ``--init`` (the sound default when not given)."""
@@ -111,8 +114,10 @@ def _tradeoff(args: argparse.Namespace) -> int:
     for prompt in prompts:
         check_prompt(prompt)
     representations = [r for r in args.representations.split(",") if r]
-    if any(r not in ("nerf", "gaussians") for r in representations):
-        raise ValueError(f"--representations takes nerf, gaussians; got {args.representations!r}")
+    if any(r not in BENCH_REPRESENTATIONS for r in representations):
+        raise ValueError(
+            f"--representations takes {', '.join(BENCH_REPRESENTATIONS)}; got {args.representations!r}"
+        )
     texts = [(prompt, rep) for prompt in prompts for rep in representations]
     targets = run_tradeoff(
         problems,
@@ -353,7 +358,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--tolerances", default="0.05,0.15,0.5,1", help="tolerances of the sound rule")
     t.add_argument("--aggregates", default="middle,mean,median", help="aggregates of the authors' EMA rule")
     t.add_argument("--prompts", help="text-to-3D prompts separated by ';' (default: none)")
-    t.add_argument("--representations", default="nerf", help="nerf,gaussians")
+    t.add_argument(
+        "--representations", default="nerf", help=f"comma-separated: {','.join(BENCH_REPRESENTATIONS)}"
+    )
     t.add_argument("--text-windows", default="8", help="windows of the text-to-3D runs")
     t.add_argument("--text-steps", type=int, help="steps of each text-to-3D run (default: the config's)")
     t.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
@@ -383,7 +390,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["sequential", "batched", "devices"],
         help="how the propelled run evaluates a window (default: one batch)",
     )
-    g.add_argument("--representation", default=None, help="nerf (default) or gaussians")
+    g.add_argument(
+        "--representation",
+        default=None,
+        choices=BENCH_REPRESENTATIONS,
+        help="nerf (default), gaussians, dmtet or sdf",
+    )
     g.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
     g.set_defaults(func=_generate)
 

@@ -200,9 +200,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--representation",
-        choices=["nerf", "gaussians", "dmtet"],
-        help="nerf (default), gaussians, or dmtet (a mesh: DMTet on a tetrahedral grid, Magic3D's "
-        "refine stage)",
+        choices=["nerf", "gaussians", "dmtet", "sdf"],
+        help="nerf (default), gaussians, dmtet (a mesh: DMTet on a tetrahedral grid, Magic3D's refine "
+        "stage), or sdf (a signed distance field rendered by NeuS, threestudio's implicit-sdf)",
     )
     p.add_argument(
         "--init-from",

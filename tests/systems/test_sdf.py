@@ -100,3 +100,10 @@ def test_config_checks():
         validate_sdf_config(tiny_config("sdf.init_radius=2.0"))
     with pytest.raises(ConfigError, match="normal_mode"):
         validate_sdf_config(tiny_config("sdf.normal_mode=phong"))
+
+
+def test_the_bench_commands_take_the_sdf_and_dmtet():
+    from dreampropeller.commands.bench import BENCH_REPRESENTATIONS
+    from dreampropeller.systems.factory import REPRESENTATIONS
+
+    assert {"nerf", "gaussians", "dmtet", "sdf"} <= set(BENCH_REPRESENTATIONS) <= set(REPRESENTATIONS)
