@@ -83,6 +83,9 @@ class DmtetConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     normals: str = "vertex"  # shading normals: vertex (smooth) or face (flat)
     supersample: int = 1  # training renders at this many times the size, box-filtered down
+    # how silhouettes get their gradient: edges (edge sampling, right for sub-pixel triangles) or
+    # antialias (nvdiffrast's blend, which misses most of a marching-tets outline; docs/dmtet.md)
+    silhouette: str = "edges"
     # the embedded prior's SDS gradient on the SDF is ~1e4 times normal consistency's; a small geometry
     # step keeps a NeRF's shape while the texture learns (red cube runs, docs/dmtet.md)
     lambda_normal_consistency: Any = 1000.0

@@ -24,7 +24,15 @@ from torch import Tensor
 from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.hashgrid import HashGridConfig, SceneError, hashgrid_encode, init_hashgrid_tables
 from dreampropeller.scene.marching_tets import edge_face_pairs, face_normals, marching_tets, vertex_normals
-from dreampropeller.scene.mesh_raster import antialias, interpolate, mesh_topology, rasterize, to_clip
+from dreampropeller.scene.mesh_raster import (
+    antialias,
+    interpolate,
+    mesh_edges,
+    mesh_topology,
+    rasterize,
+    silhouette_edges,
+    to_clip,
+)
 from dreampropeller.scene.nerf import batched_mlp, init_mlp
 from dreampropeller.scene.shading import ShadingConfig, shade
 from dreampropeller.scene.tetgrid import cell_size, tet_grid
@@ -35,6 +43,7 @@ DEFORMATION = "dmtet.deformation"
 ENCODING = "texture.encoding"
 ALBEDO_NET = "texture.albedo_net"
 NORMALS = ("vertex", "face")
+SILHOUETTES = ("edges", "antialias")
 
 
 @dataclass(frozen=True)
@@ -151,15 +160,23 @@ class DMTet:
         shading_cfg: ShadingConfig,
         mesh: tuple[Tensor, Tensor] | None = None,
         normals: str = "vertex",
+        silhouette: str = "antialias",
+        generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """Renders of one parameter set from ``cameras`` (B of them): ``rgb`` [B, H, W, 3] composited on
         ``background`` [B, 3], ``alpha`` [B, H, W, 1], ``normal`` [B, H, W, 3] (unit where covered, 0
         elsewhere), and the mesh (``vertices``, ``faces``). ``codes`` [B] are the per-camera shading modes
         (:data:`~dreampropeller.scene.shading.SHADING_MODES`), ``lights`` [B, 3] point lights. ``mesh``:
         the already extracted ``self.mesh(params)`` (exports render one mesh many times). ``normals``:
-        shading normals interpolated from the vertices' (smooth) or the faces' own (flat)."""
+        shading normals interpolated from the vertices' (smooth) or the faces' own (flat).
+        ``silhouette``: how the outline gets its gradient, ``antialias`` (blended edges,
+        :func:`~dreampropeller.scene.mesh_raster.antialias`) or ``edges`` (the image as rasterized,
+        edge-sampled gradients, :func:`~dreampropeller.scene.mesh_raster.silhouette_edges`, jittered
+        by ``generator``; right where triangles are smaller than pixels)."""
         if normals not in NORMALS:
             raise SceneError(f"dmtet normals must be one of {NORMALS}, got {normals!r}")
+        if silhouette not in SILHOUETTES:
+            raise SceneError(f"dmtet silhouette must be one of {SILHOUETTES}, got {silhouette!r}")
         verts, faces = self.mesh(params) if mesh is None else mesh
         b = len(cameras)
         dev, dtype = verts.device, verts.dtype
@@ -191,7 +208,10 @@ class DMTet:
         )
         img = col.new_zeros(b * height * width, 3).index_put((cov,), col).reshape(b, height, width, 3)
         img = torch.cat([img + (1 - mask) * bg, mask, normal], -1)
-        img = antialias(img, rast, clip, faces, topology=mesh_topology(faces))
+        if silhouette == "edges":
+            img = silhouette_edges(img, rast, clip, faces, edges=mesh_edges(faces), generator=generator)
+        else:
+            img = antialias(img, rast, clip, faces, topology=mesh_topology(faces))
         return {
             "rgb": img[..., :3],
             "alpha": img[..., 3:4],

@@ -4,10 +4,12 @@ State: the DMTet parameters (per-vertex ``dmtet.sdf`` and ``dmtet.deformation``,
 ``texture.*``; :mod:`dreampropeller.scene.dmtet`) and the functional Adam's state. ``unit(x, t)``
 extracts the mesh by marching tetrahedra, rasterizes it from the cameras drawn from
 ``StepRandom(seed, t)`` with DreamFusion shading (albedo / diffuse / textureless per camera, point
-lights near the camera), asks the score-distillation object for the gradient at the renders and
-returns the gradients of SDS plus the mesh regularizers. ``unit_batch`` meshes and renders every slot
-of a window (each slot has its own mesh) and runs ONE prior forward for all of them; ``unit`` is
-``unit_batch`` with one slot, so both are the same code. ``update`` is the optimizer step.
+lights near the camera; the outline gets its gradient by edge sampling jittered from the step's
+``edges`` stream, or by antialiasing: ``dmtet.silhouette``), asks the score-distillation object for
+the gradient at the renders and returns the gradients of SDS plus the mesh regularizers.
+``unit_batch`` meshes and renders every slot of a window (each slot has its own mesh) and runs ONE
+prior forward for all of them; ``unit`` is ``unit_batch`` with one slot, so both are the same code.
+``update`` is the optimizer step.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from dreampropeller.guidance.sds import scheduled_value, sds_surrogate
 from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
-from dreampropeller.scene.dmtet import NORMALS, DMTet, laplacian_smoothness, normal_consistency, sphere_sdf
+from dreampropeller.scene.dmtet import (
+    NORMALS,
+    SILHOUETTES,
+    DMTet,
+    laplacian_smoothness,
+    normal_consistency,
+    sphere_sdf,
+)
 from dreampropeller.scene.hashgrid import SceneError
 from dreampropeller.scene.shading import mode_code
 from dreampropeller.systems.views import lit_views
@@ -57,6 +66,8 @@ def validate_dmtet_config(cfg: TextTo3DConfig) -> None:
         )
     if cfg.dmtet.normals not in NORMALS:
         raise ConfigError(f"dmtet.normals must be one of {NORMALS}, got {cfg.dmtet.normals!r}")
+    if cfg.dmtet.silhouette not in SILHOUETTES:
+        raise ConfigError(f"dmtet.silhouette must be one of {SILHOUETTES}, got {cfg.dmtet.silhouette!r}")
     if int(cfg.dmtet.supersample) < 1:
         raise ConfigError(f"dmtet.supersample must be >= 1, got {cfg.dmtet.supersample}")
     if len(tuple(cfg.dmtet.background)) != 3:
@@ -107,6 +118,7 @@ class DmtetTextTo3D(Process):
             "background": torch.tensor(tuple(cfg.dmtet.background), dtype=torch.float32).expand(b, 3),
             "t": ts,
             "noise": noise,
+            "edges": int(torch.randint(1 << 62, (1,), generator=rnd.generator("edges"))),
         }
 
     def _regularizers(self, vertices: torch.Tensor, faces: torch.Tensor, t: int) -> torch.Tensor:
@@ -144,6 +156,8 @@ class DmtetTextTo3D(Process):
                     d["background"],
                     cfg.shading,
                     normals=cfg.dmtet.normals,
+                    silhouette=cfg.dmtet.silhouette,
+                    generator=torch.Generator().manual_seed(d["edges"]),
                 )
                 rgb = out["rgb"]
                 if ss > 1:  # box-filtered down: coverage within a pixel, and more silhouette pairs
