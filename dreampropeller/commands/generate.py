@@ -9,8 +9,9 @@ from pathlib import Path
 from dreampropeller.commands import add_command
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """Command-line flags as config overrides (flags win over --config files)."""
+def _overrides(args: argparse.Namespace, staged: bool = False) -> list[str]:
+    """Command-line flags as config overrides (flags win over --config files). In a ``staged`` run
+    every stage names its own representation: --image and --init-from do not imply one there."""
     out = []
     for flag, key in (
         ("steps", "steps"),
@@ -29,11 +30,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             out.append(f"{key}={value}")
     if getattr(args, "image", None):
         out.append(f"image.path={Path(args.image).expanduser().resolve()}")
-        if getattr(args, "representation", None) is None:  # image-to-3D is DreamGaussian's: Gaussians
+        if getattr(args, "representation", None) is None and not staged:  # DreamGaussian's: Gaussians
             out.append("representation=gaussians")
     if getattr(args, "init_from", None):
         out.append(f"dmtet.init_from={Path(args.init_from).expanduser().resolve()}")
-        if getattr(args, "representation", None) is None:  # refining a NeRF run is Magic3D's DMTet stage
+        if getattr(args, "representation", None) is None and not staged:  # Magic3D's refine: DMTet
             out.append("representation=dmtet")
     if args.fixed_threshold:
         from dreampropeller.config.loading import ConfigError
@@ -91,7 +92,12 @@ def _generate(args: argparse.Namespace) -> int:
     if data.get("stages") and not args.resume:  # Magic3D-style: one run per stage, each from the last
         from dreampropeller.runs.stages import plan_stages
 
-        plan = plan_stages(data["stages"], out, files, [*_overrides(args), *overrides], extra)
+        if args.representation or args.init_from:
+            raise ConfigError(
+                "a staged config sets each stage's representation and start: drop --representation "
+                "and --init-from (or set one stage's with stages.NAME.representation=...)"
+            )
+        plan = plan_stages(data["stages"], out, files, [*_overrides(args, staged=True), *overrides], extra)
         if args.print_config:
             resolved = [{"name": s.name} | to_dict(s.cfg) for s in plan]
             print(OmegaConf.to_yaml(OmegaConf.create({"stages": resolved})))

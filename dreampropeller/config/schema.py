@@ -173,6 +173,24 @@ class SdfConfig:
 
 
 @dataclass
+class TextureConfig:
+    """A fixed mesh's UV texture refined by SDS (``representation=texture``; DreamGaussian's stage 2).
+
+    The mesh is the exported mesh of the finished run ``init_from`` (any representation), unwrapped
+    into UV charts by xatlas, and the texture (``size`` x ``size`` texels) starts from its vertex
+    colours baked in, spread ``gutter`` texels around the charts. Adam with ``lr`` on the texture's
+    logits; an ``optimizer`` mapping replaces it. ``background``: the renders' backdrop.
+    """
+
+    init_from: str | None = None
+    size: int = 128
+    gutter: int = 4
+    lr: float = 0.05
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    optimizer: Any = None
+
+
+@dataclass
 class ImageConfig:
     """Image-to-3D: a reference view (RGBA, or RGB on a white background) seen from a fixed camera.
 
@@ -334,6 +352,7 @@ class TextTo3DConfig:
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     dmtet: DmtetConfig = field(default_factory=DmtetConfig)
     sdf: SdfConfig = field(default_factory=SdfConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     # a run made of stages (``--config magic3d``): each entry a name + config keys (dreampropeller.runs.stages)
     stages: list = field(default_factory=list)

@@ -120,11 +120,38 @@ def read_gaussian_ply(path: str | Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ fields for the mesh
 
 
-def _blocks(points: Tensor, means: Tensor, radius: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """Apply ``fn(points, idx)`` where ``idx`` are the Gaussians whose 3-sigma box can reach ``points``."""
-    lo, hi = points.min(0).values, points.max(0).values
-    near = ((means + radius[:, None] >= lo) & (means - radius[:, None] <= hi)).all(-1)
-    return fn(points, torch.nonzero(near).squeeze(-1))
+def _blocks(
+    points: Tensor,
+    means: Tensor,
+    radius: Tensor,
+    fn: Callable[[Tensor, Tensor], Tensor],
+    cell: float = 0.3,
+) -> Tensor:
+    """Apply ``fn(points, idx)`` per spatial tile of ``points`` (cubes of side ``cell``), ``idx`` the
+    Gaussians whose 3-sigma box reaches the tile; results in the order of ``points``.
+
+    A chunk of grid points spans the whole scene in two axes, so one box for the chunk would take in
+    nearly every Gaussian: tiles keep the work proportional to the Gaussians near each point.
+    """
+    if points.shape[0] == 0:
+        return fn(points, torch.zeros(0, dtype=torch.long))
+    lo = points.min(0).values
+    ijk = ((points - lo) / cell).floor().long()
+    dims = ijk.max(0).values + 1
+    key = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
+    order = torch.argsort(key, stable=True)
+    _, counts = torch.unique_consecutive(key[order], return_counts=True)
+    parts = []
+    for sel in torch.split(order, counts.tolist()):
+        p = points[sel]
+        near = (
+            (means + radius[:, None] >= p.min(0).values) & (means - radius[:, None] <= p.max(0).values)
+        ).all(-1)
+        parts.append(fn(p, torch.nonzero(near).squeeze(-1)))
+    values = torch.cat(parts)
+    out = values.new_empty(values.shape)
+    out[order] = values
+    return out
 
 
 def gaussian_fields(

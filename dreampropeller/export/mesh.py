@@ -36,6 +36,8 @@ class Mesh:
     threshold: float = float("nan")  # the isosurface level used
     pieces_removed: int = 0  # small disconnected pieces dropped by ``remove_small_pieces``
     faces_removed: int = 0
+    uvs: np.ndarray | None = None  # [V, 2] texture coordinates in [0, 1] (a UV-textured mesh)
+    texture: np.ndarray | None = None  # [S, S, 3] in [0, 1], row 0 at v = 0
 
 
 def sample_grid(fn: DensityFn, bound: float, resolution: int, chunk: int = 65536) -> np.ndarray:
@@ -179,6 +181,13 @@ def connected_components(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     return compact.astype(np.int64)
 
 
+def welded_faces(mesh: Mesh) -> np.ndarray:
+    """``mesh.faces`` with vertices at the same position merged: a UV-unwrapped mesh splits its seams
+    into copies, which must not count as separate pieces."""
+    _, first = np.unique(mesh.vertices, axis=0, return_inverse=True)
+    return first.reshape(-1)[mesh.faces]
+
+
 def remove_small_pieces(mesh: Mesh, min_fraction: float) -> Mesh:
     """``mesh`` without its disconnected pieces of fewer than ``min_fraction`` of all faces (floaters).
 
@@ -189,7 +198,7 @@ def remove_small_pieces(mesh: Mesh, min_fraction: float) -> Mesh:
         raise ExportError(f"min_piece_fraction must be in [0, 1), got {min_fraction}")
     if min_fraction == 0.0 or len(mesh.faces) == 0:
         return mesh
-    label = connected_components(mesh.faces, len(mesh.vertices))
+    label = connected_components(welded_faces(mesh), len(mesh.vertices))
     sizes = np.bincount(label)
     keep_piece = sizes >= min_fraction * len(mesh.faces)
     keep_piece[int(sizes.argmax())] = True
@@ -206,6 +215,8 @@ def remove_small_pieces(mesh: Mesh, min_fraction: float) -> Mesh:
         mesh.threshold,
         mesh.pieces_removed + int((~keep_piece).sum()),
         mesh.faces_removed + int(len(mesh.faces) - len(faces)),
+        None if mesh.uvs is None else mesh.uvs[used],
+        mesh.texture,
     )
 
 
@@ -213,7 +224,7 @@ def piece_fractions(mesh: Mesh) -> np.ndarray:
     """Face fraction of every connected piece of ``mesh``, largest first."""
     if len(mesh.faces) == 0:
         return np.zeros(0)
-    sizes = np.bincount(connected_components(mesh.faces, len(mesh.vertices)))
+    sizes = np.bincount(connected_components(welded_faces(mesh), len(mesh.vertices)))
     return np.sort(sizes)[::-1] / len(mesh.faces)
 
 
@@ -241,13 +252,21 @@ def write_obj(mesh: Mesh, path: str | Path, y_up: bool = True) -> Path:
 def _trimesh(mesh: Mesh, y_up: bool):
     import trimesh
 
-    rgba = np.concatenate([mesh.colors, np.ones((len(mesh.colors), 1), np.float32)], axis=1)
     v = to_y_up(mesh.vertices) if y_up else mesh.vertices
+    if mesh.uvs is not None and mesh.texture is not None:  # the texture image, read bottom-up (glTF's v)
+        from PIL import Image
+
+        texels = (np.clip(mesh.texture, 0, 1)[::-1] * 255).round().astype(np.uint8)
+        visual = trimesh.visual.TextureVisuals(
+            uv=mesh.uvs, image=Image.fromarray(np.ascontiguousarray(texels))
+        )
+        return trimesh.Trimesh(v, mesh.faces, visual=visual, process=False)
+    rgba = np.concatenate([mesh.colors, np.ones((len(mesh.colors), 1), np.float32)], axis=1)
     return trimesh.Trimesh(v, mesh.faces, vertex_colors=(rgba * 255).round().astype(np.uint8), process=False)
 
 
 def write_glb(mesh: Mesh, path: str | Path, y_up: bool = True) -> Path:
-    """Binary glTF with vertex colours (y-up, as glTF requires)."""
+    """Binary glTF (y-up, as glTF requires) with its UV texture, or else vertex colours."""
     path = Path(path)
     path.write_bytes(_trimesh(mesh, y_up).export(file_type="glb"))
     return path

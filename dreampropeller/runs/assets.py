@@ -20,9 +20,18 @@ from dreampropeller.export.mesh import Mesh, extract_mesh, piece_fractions, remo
 from dreampropeller.picard.process import State
 from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.dmtet import DMTet
+from dreampropeller.scene.mesh_raster import mesh_topology
 from dreampropeller.scene.nerf import stack_params
-from dreampropeller.scene.sdf import VARIANCE, render_sdf_cameras, sdf_albedo, sdf_keys, sdf_value
+from dreampropeller.scene.sdf import (
+    VARIANCE,
+    render_sdf_cameras,
+    sdf_albedo,
+    sdf_keys,
+    sdf_occupancy,
+    sdf_value,
+)
 from dreampropeller.scene.shading import mode_code
+from dreampropeller.scene.uv_mesh import TEXTURE, UVMesh, render_textured, sample_texture
 from dreampropeller.scene.views import RenderFn
 from dreampropeller.scene.volume import occupancy_grid
 from dreampropeller.systems.nerf import levels_at, nerf_keys
@@ -247,6 +256,65 @@ class SdfAsset:
         """An SDF has no native file besides the checkpoint (and its mesh)."""
 
 
+class TexturedMeshAsset:
+    """A fixed UV mesh and its texture (a texture run): rasterized with the texture, exported as a
+    UV-textured glb (vertex colours sampled from the texture in the obj)."""
+
+    def __init__(self, cfg: TextTo3DConfig, state: State) -> None:
+        self.cfg = cfg
+        self.uv_mesh = UVMesh.from_state({k: v.detach() for k, v in state.items()})
+        self.texture = torch.sigmoid(state[TEXTURE].detach().float())
+        self.topology = mesh_topology(self.uv_mesh.faces)
+
+    def render_fn(
+        self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False, shading: str = "diffuse"
+    ) -> RenderFn:
+        """Rasterized renders lit by a head light (``shading``: diffuse, albedo or textureless);
+        ``samples`` and ``skip_empty`` are the NeRF's and change nothing here."""
+        background = torch.tensor(tuple(self.cfg.texture.background), dtype=torch.float32)
+
+        def render(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+            b = len(cameras)
+            with torch.no_grad():
+                out = render_textured(
+                    self.uv_mesh,
+                    self.texture,
+                    cameras,
+                    resolution,
+                    resolution,
+                    torch.full((b,), mode_code(shading)),
+                    cameras.position,
+                    background.expand(b, 3),
+                    self.cfg.shading,
+                    topology=self.topology,
+                )
+            return out["rgb"], out["alpha"]
+
+        return render
+
+    def albedo_fn(self, resolution: int) -> RenderFn:
+        return self.render_fn(resolution, shading="albedo")
+
+    def mesh(self, colour: bool = True) -> Mesh:
+        m = self.uv_mesh
+        with torch.no_grad():
+            colours = sample_texture(self.texture, m.uvs) if colour else torch.full_like(m.vertices, 0.7)
+        return Mesh(
+            m.vertices.float().cpu().numpy(),
+            m.faces.cpu().numpy().astype("int64"),
+            colours.clamp(0, 1).float().cpu().numpy(),
+            uvs=m.uvs.float().cpu().numpy() if colour else None,
+            texture=self.texture.cpu().numpy() if colour else None,
+        )
+
+    def write_native(self, out: Path) -> None:
+        """``texture.png``: the texture image as the glb holds it (v up)."""
+        import imageio.v2 as imageio
+
+        texels = (self.texture.clamp(0, 1).flip(0) * 255).round().to(torch.uint8).cpu().numpy()
+        imageio.imwrite(out / "texture.png", texels)
+
+
 def asset_of(cfg: TextTo3DConfig, state: State, step: int) -> Asset:
     """The asset of a state of a run with config ``cfg`` at ``step``."""
     if cfg.representation == "gaussians":
@@ -255,6 +323,8 @@ def asset_of(cfg: TextTo3DConfig, state: State, step: int) -> Asset:
         return DmtetAsset(cfg, state)
     if cfg.representation == "sdf":
         return SdfAsset(cfg, state, step)
+    if cfg.representation == "texture":
+        return TexturedMeshAsset(cfg, state)
     return NerfAsset(cfg, state, step)
 
 

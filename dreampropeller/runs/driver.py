@@ -33,7 +33,7 @@ from dreampropeller.runs.directory import (
     save_run_checkpoint,
     start_directory,
 )
-from dreampropeller.runs.loading import dmtet_init_sdf
+from dreampropeller.runs.loading import dmtet_init_sdf, texture_start
 from dreampropeller.runs.metrics import run_metrics
 from dreampropeller.runs.outputs import write_outputs
 from dreampropeller.runs.progress import Progress
@@ -52,10 +52,12 @@ class RunError(RuntimeError):
 
 def make_process(cfg: TextTo3DConfig) -> Process:
     """Load the prior of a resolved config and build its process (prompt encoded once); a DMTet run
-    with ``dmtet.init_from`` starts from that NeRF run's density field."""
+    with ``dmtet.init_from`` starts from that NeRF run's density field, a texture run from the UV-unwrapped
+    mesh of its ``texture.init_from``."""
     device = run_device(cfg)
-    init_sdf = dmtet_init_sdf(cfg, device)
-    return build_process(cfg, load_prior(cfg.prior, cfg.prior_path, device), device, init_sdf=init_sdf)
+    init_sdf, uv_start = dmtet_init_sdf(cfg, device), texture_start(cfg, device)
+    prior = load_prior(cfg.prior, cfg.prior_path, device)
+    return build_process(cfg, prior, device, init_sdf=init_sdf, uv_start=uv_start)
 
 
 def solve(

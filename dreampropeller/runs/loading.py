@@ -1,5 +1,6 @@
 """Reading a run directory back: its config, exact state and step, and the asset they make; and the
-start of a DMTet run from a finished NeRF run (Magic3D's refine stage)."""
+starts of runs that refine a finished run: a DMTet from a NeRF (Magic3D's refine stage), a UV
+texture on any run's mesh (DreamGaussian's second stage)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dreampropeller.picard.process import State
 from dreampropeller.runs.assets import Asset, NerfAsset, asset_of
 from dreampropeller.runs.directory import CONFIG, load_run_checkpoint
 from dreampropeller.scene.dmtet import DMTet, sdf_from_density
+from dreampropeller.scene.uv_mesh import UVMesh, bake, unwrap
 
 
 @dataclass
@@ -81,3 +83,25 @@ def dmtet_init_sdf(cfg: TextTo3DConfig, device: torch.device | str = "cpu") -> t
             f"(dmtet.radius={d.radius}): lower dmtet.init_level or widen the grid"
         )
     return sdf.to(device)
+
+
+def texture_start(
+    cfg: TextTo3DConfig, device: torch.device | str = "cpu"
+) -> tuple[UVMesh, torch.Tensor] | None:
+    """The UV mesh and first texture of a texture run (None for other runs), as DreamGaussian starts
+    its second stage: the exported mesh of the finished run ``texture.init_from`` (small pieces
+    removed), unwrapped by xatlas, its vertex colours baked into a ``texture.size`` texture."""
+    t = cfg.texture
+    if cfg.representation != "texture" or not t.init_from:
+        return None
+    try:
+        source = load_run(t.init_from, "cpu")
+    except FileNotFoundError as err:
+        raise ConfigError(f"texture.init_from {t.init_from!r}: {err}") from None
+    if source.cfg.representation == "texture":
+        raise ConfigError(f"texture.init_from needs a run that makes a mesh; {t.init_from!r} is a texture")
+    mesh = source.asset.mesh(colour=True)
+    uv_mesh, copies = unwrap(mesh.vertices, mesh.faces)
+    colours = torch.from_numpy(mesh.colors[copies]).float()
+    texture = bake(uv_mesh, colours, int(t.size), int(t.gutter)).clamp(0, 1)
+    return uv_mesh.to(device), texture.to(device)

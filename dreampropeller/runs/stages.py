@@ -4,7 +4,8 @@ starts from the one before.
 A config with a ``stages`` list (``--config magic3d``) runs one stage after another. Each stage's config
 is the run's config with the stage's own settings on top, then the command line's ``key=value``
 overrides and flags (so ``--window 8`` propels every stage). A DMTet stage without ``dmtet.init_from``
-starts from the previous stage's NeRF. The earlier stages are whole run directories under
+starts from the previous stage's NeRF, a texture stage without ``texture.init_from`` from the
+previous stage's mesh (DreamGaussian's second stage). The earlier stages are whole run directories under
 ``OUT/stages/<i>-<name>/``; the last stage is ``OUT`` itself, so ``eval``, ``report`` and the exports
 read the final asset where a one-stage run has it. ``OUT/stages.yaml`` holds every stage's resolved
 config, which is what ``--resume OUT`` continues from; ``OUT/metrics.json`` gains one summary per stage.
@@ -28,7 +29,9 @@ from dreampropeller.systems.factory import validate
 
 STAGES_FILE = "stages.yaml"
 STAGES_DIR = "stages"
-FREE_KEYS = ("optimizer", "stages")  # free-form config mappings (not checked key by key)
+FREE_KEYS = ("optimizer", "stages")
+#: representations that start from a finished run, and the config section naming it (``init_from``)
+REFINES = {"dmtet": "dmtet", "texture": "texture"}  # free-form config mappings (not checked key by key)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def plan_stages(
 ) -> list[Stage]:
     """Every stage's run directory and config: defaults + ``files`` + ``extra`` + the stage's settings +
     ``overrides`` (``stages.NAME.key=value`` ones for that stage only), checked like any run's config;
-    a DMTet stage starts from the stage before it."""
+    a DMTet or texture stage starts from the stage before it."""
     plan: list[Stage] = []
     named = stage_settings(stages)
     if not named:
@@ -110,10 +113,11 @@ def plan_stages(
         except ConfigError as err:
             raise ConfigError(f"stage {name!r}: {err}") from None
         data["stages"] = []
-        if data.get("representation") == "dmtet" and not data["dmtet"].get("init_from"):
+        section = REFINES.get(str(data.get("representation")))
+        if section and not data[section].get("init_from"):
             if not plan:
-                raise ConfigError(f"stage {name!r} (DMTet) starts from a NeRF: put a NeRF stage first")
-            data["dmtet"]["init_from"] = str(plan[-1].out.resolve())
+                raise ConfigError(f"stage {name!r} ({section}) refines a finished run: put a stage before it")
+            data[section]["init_from"] = str(plan[-1].out.resolve())
         cfg = build(TextTo3DConfig, data)
         try:
             validate(cfg)

@@ -16,13 +16,15 @@ from dreampropeller.guidance.distillation import ScoreDistillation
 from dreampropeller.guidance.prior import DiffusionPrior
 from dreampropeller.guidance.prompts import EMPTY_PROMPT
 from dreampropeller.picard.process import Process
+from dreampropeller.scene.uv_mesh import UVMesh
 from dreampropeller.systems.dmtet import DmtetTextTo3D, validate_dmtet_config
 from dreampropeller.systems.gaussians import GaussianTextTo3D, validate_gaussian_config
 from dreampropeller.systems.image_to_3d import ReferenceView, load_reference_image
 from dreampropeller.systems.nerf import NerfTextTo3D
 from dreampropeller.systems.sdf import SdfTextTo3D, validate_sdf_config
+from dreampropeller.systems.texture import TextureTextTo3D, validate_texture_config
 
-REPRESENTATIONS = ("nerf", "gaussians", "dmtet", "sdf")
+REPRESENTATIONS = ("nerf", "gaussians", "dmtet", "sdf", "texture")
 GUIDANCES = ("sds", "vsd")
 
 
@@ -38,7 +40,7 @@ def validate(cfg: TextTo3DConfig) -> None:
         )
     if cfg.guidance not in GUIDANCES:
         raise ConfigError(f"guidance must be sds or vsd, got {cfg.guidance!r}")
-    if cfg.image.path and cfg.representation != "gaussians":
+    if cfg.image.path and cfg.representation not in ("gaussians", "texture"):
         raise ConfigError("image-to-3D (--image) needs --representation gaussians")
     if cfg.representation == "gaussians":
         validate_gaussian_config(cfg)
@@ -52,6 +54,8 @@ def validate(cfg: TextTo3DConfig) -> None:
         validate_dmtet_config(cfg)
     if cfg.representation == "sdf":
         validate_sdf_config(cfg)
+    if cfg.representation == "texture":
+        validate_texture_config(cfg)
     if cfg.guidance == "vsd":
         mode, executor = cfg.vsd.mode, cfg.picard.executor
         if mode == "accepted" and executor in ("devices", "distributed"):
@@ -91,14 +95,22 @@ def build_process(
     device: torch.device | str = "cpu",
     image: tuple[torch.Tensor, torch.Tensor] | None = None,
     init_sdf: torch.Tensor | None = None,
+    uv_start: tuple[UVMesh, torch.Tensor] | None = None,
 ) -> Process:
     """The run's process for a loaded prior: NeRF (SDS or VSD), Gaussians (text, or image when
     ``cfg.image.path`` or ``image`` (rgb, mask) is given), DMTet (from a ball, or ``init_sdf``), or a
-    NeuS SDF (from a sphere)."""
+    NeuS SDF (from a sphere), or the texture of a fixed UV mesh (``uv_start``: the mesh and its first
+    texture, from the run ``texture.init_from``)."""
     if cfg.representation == "dmtet":
         return DmtetTextTo3D(cfg, make_guidance(cfg, prior, device), init_sdf)
     if cfg.representation == "sdf":
         return SdfTextTo3D(cfg, make_guidance(cfg, prior, device))
+    if cfg.representation == "texture":
+        if uv_start is None:
+            raise ConfigError("a texture run needs its UV mesh and first texture (from texture.init_from)")
+        anchored = bool(cfg.image.path)  # the texture stage of an image-to-3D run may have no text
+        guidance = ScoreDistillation(prior, cfg.prompt, cfg.sds, cfg.prompt_processing, device, anchored)
+        return TextureTextTo3D(cfg, guidance, *uv_start)
     if cfg.representation == "gaussians":
         validate_gaussian_config(cfg)
         anchored = image is not None or bool(cfg.image.path)

@@ -6,9 +6,11 @@ import os
 
 import pytest
 import torch
+import trimesh
 
 from dreampropeller.cli import main
 from dreampropeller.config.loading import ConfigError
+from dreampropeller.runs.assets import TexturedMeshAsset
 from dreampropeller.runs.directory import INCOMPLETE
 from dreampropeller.runs.loading import load_run
 from dreampropeller.runs.stages import STAGES_FILE, load_plan, plan_stages, run_stages
@@ -42,7 +44,7 @@ def test_plan_puts_stage_settings_between_config_files_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     ("stages", "message"),
     [
-        ([{"name": "mesh", "representation": "dmtet"}], "starts from a NeRF"),
+        ([{"name": "mesh", "representation": "dmtet"}], "put a stage before it"),
         ([{"name": "a"}, {"name": "a"}], "used twice"),
         ([{"representation": "nerf"}], "a name and config keys"),
         ([{"name": "../x"}], "plain name"),
@@ -87,6 +89,26 @@ def test_magic3d_runs_both_stages_and_resumes_the_unfinished_one(tmp_path, rando
     assert not (out / INCOMPLETE).exists()
     again = json.loads((out / "metrics.json").read_text())
     assert [s["name"] for s in again["stages"]] == ["coarse", "refine"] and again["steps"] == 2
+
+
+@pytest.mark.slow
+def test_dreamgaussian_second_stage_writes_a_uv_textured_glb(tmp_path, random_prior_dir):
+    torch.set_num_threads(1)
+    out = tmp_path / "dg"
+    args = ["generate", "a red cube", "--out", str(out), "--config", "dreamgaussian", "--steps", "2"]
+    args += ["--quiet", "--prior-path", str(random_prior_dir), *TINY_OVERRIDES, "gaussians.num_points=300"]
+    args += ["gaussians.init_opacity=0.9", "stages.texture.texture.size=16"]
+    assert main(args) == 0
+    assert (out / "stages" / "1-gaussians" / "gaussians.ply").is_file()
+    run = load_run(out)
+    assert run.cfg.representation == "texture" and isinstance(run.asset, TexturedMeshAsset)
+    glb = trimesh.load(out / "mesh.glb", force="mesh")
+    assert glb.visual.kind == "texture" and glb.visual.material.baseColorTexture.size == (16, 16)
+    assert (out / "texture.png").is_file() and (out / "report.html").is_file()
+    # the texture stage's mesh is the Gaussian stage's export, unwrapped (seams copied, faces kept)
+    first = trimesh.load(out / "stages" / "1-gaussians" / "mesh.glb", force="mesh")
+    assert len(glb.faces) == len(first.faces) and len(glb.vertices) >= len(first.vertices)
+    assert json.loads((out / "metrics.json").read_text())["mesh"]["pieces"] == 1
 
 
 def test_a_staged_run_refuses_a_non_empty_directory(tmp_path):

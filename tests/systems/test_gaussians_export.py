@@ -66,3 +66,29 @@ def test_density_field_peaks_at_centres_and_colours_match():
     assert d[0] > 100 * d[1] and d[0] > 100 * d[2]
     c = color(torch.tensor([[0.3, 0.01, 0.0], [-0.3, 0.0, 0.01]]))
     assert c[0, 0] > 0.8 and c[0, 2] < 0.2 and c[1, 2] > 0.8 and c[1, 0] < 0.2
+
+
+def test_tiled_density_field_equals_the_sum_over_every_gaussian():
+    """The field evaluated tile by tile (only Gaussians whose 3-sigma box reaches a tile) equals the
+    brute-force sum of every Gaussian's term, up to the tails cut beyond 3 standard deviations."""
+    g = torch.Generator().manual_seed(1)
+    s = init_gaussians(300, 0.6, g, opacity=0.5)
+    s[SCALES] = torch.log(0.02 + 0.05 * torch.rand(300, 3, generator=g))
+    s[QUATS] = torch.randn(300, 4, generator=g)
+    axis = torch.linspace(-0.8, 0.8, 17)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    density, color = gaussian_fields(s)
+    a = activate(s)
+    inv = torch.linalg.inv(covariance_3d(a.scales, a.quats))
+    d = points[:, None, :] - a.means[None]
+    q = torch.einsum("mki,kij,mkj->mk", d, inv, d)
+    peak = a.opacities / ((2 * torch.pi) ** 0.5 * a.scales.mean(-1))
+    brute = (peak * torch.exp(-0.5 * q)).sum(-1)
+    # a term cut off is below peak * exp(-4.5) (outside 3 sigma along the largest axis, at least)
+    assert float((density(points) - brute).abs().max()) <= float(peak.max() * torch.exp(torch.tensor(-4.5)))
+    assert float((density(points) - brute).abs().max()) < 1e-2 * float(brute.max())
+    rgb = (0.28209479177387814 * s["gaussians.colors"] + 0.5).clamp(0, 1)
+    w = peak * torch.exp(-0.5 * q)
+    strong = brute > 0.3 * float(brute.max())
+    ref = (w @ rgb) / w.sum(-1, keepdim=True)
+    assert torch.allclose(color(points)[strong], ref[strong], atol=1e-2)
