@@ -76,6 +76,20 @@ def _read(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def viewer_glb(data: bytes) -> bytes:
+    """``mesh.glb`` as the report's viewer reads it: a UV-textured mesh (a texture run) is given its
+    texture sampled at the vertices (COLOR_0), which the viewer shows; any other glb is unchanged."""
+    import io
+
+    import trimesh
+
+    mesh = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh", process=False)
+    if getattr(mesh.visual, "kind", None) != "texture":
+        return data
+    mesh.visual = mesh.visual.to_color()
+    return mesh.export(file_type="glb")
+
+
 def load_run_data(run_dir: str | Path, scores: dict[str, Any] | None = None) -> RunData:
     """Read ``run_dir`` (FileNotFoundError when it has no ``metrics.json`` or ``config.yaml``)."""
     path = Path(run_dir)
@@ -89,6 +103,8 @@ def load_run_data(run_dir: str | Path, scores: dict[str, Any] | None = None) -> 
         if not checkpoint.is_file() or (path / EVAL).stat().st_mtime >= checkpoint.stat().st_mtime:
             scores = json.loads((path / EVAL).read_text())
     files = {name: data for name in (MESH, VIDEO, VIEWS) if (data := _read(path / name)) is not None}
+    if MESH in files:
+        files[MESH] = viewer_glb(files[MESH])
     if (path / PLY).is_file():
         files["splats"] = pack_splats(path / PLY)
     return RunData(

@@ -158,3 +158,29 @@ def test_a_report_that_fails_is_a_warning_not_a_failed_run(tmp_path, capsys):
     assert write_run_report(tmp_path) is None
     assert "warning: report.html not written" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_the_viewer_gets_a_textured_glb_as_vertex_colours(tmp_path):
+    import io
+
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    from dreampropeller.report.data import viewer_glb
+
+    texels = np.zeros((4, 4, 3), np.uint8)
+    texels[:, :2] = (255, 0, 0)  # u < 0.5: red
+    texels[:, 2:] = (0, 0, 255)  # u > 0.5: blue
+    uv = np.array([[0.1, 0.5], [0.9, 0.5], [0.1, 0.9]])
+    visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(texels))
+    textured = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], visual=visual, process=False)
+    out = trimesh.load(
+        io.BytesIO(viewer_glb(textured.export(file_type="glb"))), file_type="glb", force="mesh"
+    )
+    assert out.visual.kind == "vertex"
+    assert out.visual.vertex_colors[:, :3].tolist() == [[255, 0, 0], [0, 0, 255], [255, 0, 0]]
+    plain = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False).export(
+        file_type="glb"
+    )
+    assert viewer_glb(plain) == plain  # a vertex-coloured (or plain) glb goes in unchanged
