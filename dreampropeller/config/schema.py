@@ -51,6 +51,8 @@ class GaussianConfig:
     optimizer: Any = None
     memory_limit_gb: float | None = None
     export_bound: float = 1.0
+    # binary entropy of the rendered opacity of the SDS views (number or schedule): solid silhouettes
+    lambda_opaque: Any = 0.0
 
 
 @dataclass

@@ -42,6 +42,7 @@ from dreampropeller.scene.gaussians import (
     gaussian_keys,
     init_gaussians,
 )
+from dreampropeller.scene.regularizers import opacity_entropy
 from dreampropeller.systems.image_to_3d import ReferenceView
 
 
@@ -149,10 +150,17 @@ class GaussianTextTo3D(Process):
         return self.reference.append_to(draws["cameras"], draws["background"])
 
     def _extra_loss(self, out: dict[str, Any], ts: Sequence[int]) -> torch.Tensor:
-        """Per-slot losses [P] besides the distillation: the reference view's, if any."""
-        if self.reference is None:
-            return torch.zeros(len(ts), device=self.device)
-        return self.reference.loss(out, self.cfg.render.batch_size, ts)
+        """Per-slot losses [P] besides the distillation: the rendered opacity's binary entropy
+        (``gaussians.lambda_opaque``: solid silhouettes, no haze) and the reference view's, if any."""
+        b = self.cfg.render.batch_size
+        total = torch.zeros(len(ts), device=self.device)
+        weights = [float(scheduled_value(self.gcfg.lambda_opaque, t)) for t in ts]
+        if any(w > 0 for w in weights):
+            alpha = out["alpha"][:, :b].reshape(len(ts), -1)
+            total = total + torch.tensor(weights, device=self.device) * opacity_entropy(alpha)
+        if self.reference is not None:
+            total = total + self.reference.loss(out, b, ts)
+        return total
 
     def unit(self, x: State, t: int) -> Drift:
         return self.unit_batch([x], [t])[0]

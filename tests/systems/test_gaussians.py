@@ -198,3 +198,24 @@ def test_bad_config_is_one_clear_line(prior, override, message):
     with pytest.raises(GaussianError, match=message) as err:
         build_process(make_cfg(override), prior)
     assert "\n" not in str(err.value)
+
+
+def test_opacity_entropy_term_adds_its_own_gradient(prior):
+    """``gaussians.lambda_opaque`` adds the gradient of lambda x the mean binary entropy of the rendered
+    alphas of the step's views (written out here, rendered with the rasterizer directly)."""
+    from dreampropeller.scene.gaussian_raster import rasterize_gaussians
+
+    plain = build_process(make_cfg(), prior)
+    reg = build_process(make_cfg("gaussians.lambda_opaque=3.0"), prior)
+    x = plain.initial_state()
+    extra = {k: reg.unit(x, 4)[k] - plain.unit(x, 4)[k] for k in plain.param_keys}
+    draws = plain._draws(4)
+    leaves = {k: x[k].detach().requires_grad_(True) for k in plain.param_keys}
+    out = rasterize_gaussians(leaves, draws["cameras"], 16, 16, draws["background"], backend="torch")
+    a = out["alpha"].clamp(1e-5, 1 - 1e-5)
+    entropy = -(a * a.log() + (1 - a) * (1 - a).log()).mean()
+    ref = torch.autograd.grad(3.0 * entropy, [leaves[k] for k in plain.param_keys], allow_unused=True)
+    for k, r in zip(plain.param_keys, ref):
+        r = torch.zeros_like(x[k]) if r is None else r
+        assert float(r.abs().max()) > 0 or k != OPACITIES
+        assert torch.allclose(extra[k], r, atol=1e-6 + 1e-4 * float(r.abs().max())), k
