@@ -120,9 +120,11 @@ class SdfConfig:
     ``[-radius, radius]^3`` and an MLP, added to the sphere of ``init_radius``; the albedo reads the
     coarsest ``albedo_levels``. Levels switch on progressively: ``levels_start``, one more every
     ``levels_every`` steps (0: all at once). NeuS: inverse standard deviation ``exp(10 * variance)``,
-    learned from ``init_variance``; ``cos_anneal_steps`` anneals NeuS's cosine (0: off). Losses besides
+    learned from ``init_variance``; ``cos_anneal_steps`` anneals NeuS's cosine (0: off); ``occupancy``
+    skips empty space (threestudio's NeuS occupancy grid). Losses besides
     SDS (numbers or schedules): the eikonal term, rendered-normal smoothness and opacity entropy; the
-    volume losses of ``loss`` do not apply. Adam: ``lr``, ``variance_lr`` for the variance; an
+    volume losses of ``loss`` do not apply. Adam: ``lr``, ``network_lr`` for the SDF MLP,
+    ``variance_lr`` for the variance; an
     ``optimizer`` mapping replaces it (:func:`dreampropeller.systems.sdf.sdf_optimizer`).
     """
 
@@ -144,11 +146,19 @@ class SdfConfig:
     levels_start: int = 4
     levels_every: int = 60
     cos_anneal_steps: int = 0
+    # empty-space skipping: a grid of the cells whose NeuS opacity (a cell-long section at the centre's
+    # SDF) exceeds occupancy_alpha, recomputed every occupancy_every steps in the update (a state buffer)
+    occupancy: bool = True
+    occupancy_resolution: int = 32
+    occupancy_every: int = 16
+    occupancy_alpha: float = 0.001
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     lambda_eikonal: Any = 100.0
     lambda_normal_smooth: Any = 0.0
     lambda_opaque: Any = 0.0
     lr: float = 0.01
+    # the SDF MLP moves the whole level set: threestudio's NeuS runs give it a tenth of the grid's rate
+    network_lr: float = 0.001
     variance_lr: float = 0.001
     optimizer: Any = None
 

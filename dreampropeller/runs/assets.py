@@ -212,8 +212,13 @@ class SdfAsset:
         self, resolution: int, samples: int = EVAL_SAMPLES, skip_empty: bool = False, shading: str = "diffuse"
     ) -> RenderFn:
         """Renders lit by a head light (``shading``: diffuse, albedo or textureless) at bin-centre
-        samples; ``skip_empty`` is the NeRF's and changes nothing here."""
+        samples; ``skip_empty``: only where the field's occupancy grid says a ray could see something
+        (exports)."""
         background = torch.tensor(tuple(self.cfg.sdf.background), dtype=torch.float32)
+        s = self.cfg.sdf
+        occupancy = None
+        if skip_empty:
+            occupancy = sdf_occupancy(self.params, self.shape, 64, float(s.occupancy_alpha), self.levels)
 
         def render(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
@@ -229,6 +234,7 @@ class SdfAsset:
                     background=background,
                     active_levels=self.levels,
                     ray_chunk=4096,
+                    occupancy=occupancy,
                 )
             return out["rgb"][0], out["opacity"][0]
 

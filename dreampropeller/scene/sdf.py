@@ -33,7 +33,7 @@ from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.hashgrid import HashGridConfig, SceneError, hashgrid_encode, init_hashgrid_tables
 from dreampropeller.scene.nerf import batched_mlp, init_mlp, num_slots
 from dreampropeller.scene.shading import ShadingConfig, shade, shading_codes
-from dreampropeller.scene.volume import Generators, composite, draw_jitter, ray_sphere
+from dreampropeller.scene.volume import Generators, composite, draw_jitter, occupancy_grid, ray_sphere
 
 Params = dict[str, Tensor]
 ENCODING = "geometry.encoding"
@@ -220,6 +220,67 @@ def neus_alpha(
     return ((prev - nxt + _EPS) / (prev + _EPS)).clamp(0.0, 1.0)
 
 
+# ---------------------------------------------------------------- empty-space skipping
+
+
+def sdf_occupancy(
+    params: Mapping[str, Tensor],
+    shape: SdfShape,
+    resolution: int,
+    alpha: float,
+    active_levels: int | None = None,
+) -> Tensor:
+    """Bool grid [G, G, G] over ``[-radius, radius]^3`` of one slot's cells that a ray crossing them
+    could see: NeuS's opacity of a cell-long section at the centre's SDF, facing the surface, above
+    ``alpha`` (threestudio's NeuS occupancy rule), dilated by one cell
+    (:func:`~.volume.occupancy_grid`). Its band around the surface narrows as ``inv_std`` grows."""
+    if num_slots(params) != 1:
+        raise SceneError("sdf_occupancy takes one parameter set (a slot dimension of 1)")
+    cell = 2.0 * shape.radius / resolution
+    s = inv_std(params)
+    minus_one = torch.tensor(-1.0)
+
+    def section_alpha(pts: Tensor) -> Tensor:
+        f = sdf_value(params, pts.to(params[ENCODING].device)[None], shape, active_levels)[0]
+        return neus_alpha(f, minus_one.to(f), torch.tensor(cell).to(f), s.to(f))
+
+    return occupancy_grid(section_alpha, shape.radius, resolution, alpha)
+
+
+def in_cells(occupancy: Tensor, points: Tensor, radius: float) -> Tensor:
+    """Whether points [P, N, 3] lie in occupied cells of ``occupancy`` ([G, G, G] shared, or [P, G, G, G])."""
+    occ = occupancy.to(points.device).bool()
+    g = occ.shape[-1]
+    idx = ((points.detach() + radius) / (2 * radius) * g).long().clamp(0, g - 1)
+    if occ.dim() == 3:
+        return occ[idx[..., 0], idx[..., 1], idx[..., 2]]
+    p, n = points.shape[:2]
+    slot = torch.arange(p, device=points.device)[:, None].expand(p, n)
+    return occ[slot, idx[..., 0], idx[..., 1], idx[..., 2]]
+
+
+def _sparse_sdf_field(
+    params: Mapping[str, Tensor],
+    flat: Tensor,
+    keep: Tensor,
+    shape: SdfShape,
+    active_levels: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`sdf_field` at the kept samples of ``flat`` [P, N, 3] (``keep`` [P, N]), packed to the
+    front of each slot in a stable order and padded to the largest count, so all slots still go
+    through one batched call; elsewhere SDF 1, albedo and gradient 0 (the caller masks them out)."""
+    p, n, _ = flat.shape
+    m = max(int(keep.sum(1).max()), 1)
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :m]
+    valid = torch.gather(keep, 1, order).to(flat.dtype)  # [P, M]
+    idx3 = order.unsqueeze(-1).expand(p, m, 3)
+    f, a, g = sdf_field(params, torch.gather(flat, 1, idx3), shape, active_levels)
+    sdf = flat.new_ones(p, n).scatter(1, order, f * valid + (1.0 - valid))
+    albedo = flat.new_zeros(p, n, 3).scatter(1, idx3, a * valid.unsqueeze(-1))
+    grad = flat.new_zeros(p, n, 3).scatter(1, idx3, g * valid.unsqueeze(-1))
+    return sdf, albedo, grad
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -238,6 +299,7 @@ def render_sdf_rays(
     active_levels: int | None = None,
     cos_anneal_ratio: float = 1.0,
     ray_chunk: int | None = None,
+    occupancy: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Render unit-direction rays [P, R, 3] of every slot by NeuS volume rendering.
 
@@ -245,6 +307,9 @@ def render_sdf_rays(
     renderer's sampling: :func:`~.volume.ray_sphere`, :func:`~.volume.draw_jitter`); ``shading`` and
     ``light_positions`` as in :func:`~.volume.render_rays`; ``background`` colours broadcastable to
     [P, R, 3] (white without). ``ray_chunk`` splits the rays (the jitter is drawn once first).
+    ``occupancy`` (bool [G, G, G] or one per slot [P, G, G, G] over ``[-radius, radius]^3``, see
+    :func:`sdf_occupancy`) evaluates the field only at samples in occupied cells: the others are
+    transparent and outside the eikonal term.
 
     Returns rgb / albedo / normal [P, R, 3], opacity / depth [P, R, 1], weights and t [P, R, S],
     normals_samples [P, R, S, 3], rays_d, and ``eikonal`` [P] over the samples inside the sphere.
@@ -280,6 +345,7 @@ def render_sdf_rays(
                 bg[:, sl],
                 active_levels,
                 cos_anneal_ratio,
+                occupancy,
             )
         )
     if len(outs) == 1:
@@ -304,6 +370,7 @@ def _render_chunk(
     bg: Tensor,
     active_levels: int | None,
     cos_anneal_ratio: float,
+    occupancy: Tensor | None,
 ) -> dict[str, Tensor]:
     p, r, s = jitter.shape
     near, far = ray_sphere(rays_o, rays_d, shape.radius)
@@ -311,9 +378,14 @@ def _render_chunk(
     steps = torch.arange(s, device=rays_o.device, dtype=rays_o.dtype)
     t = near.unsqueeze(-1) + (steps + jitter) * width  # [P, R, S]
     points = rays_o.unsqueeze(2) + t.unsqueeze(-1) * rays_d.unsqueeze(2)
-    sdf, albedo, grad = sdf_field(params, points.reshape(p, r * s, 3), shape, active_levels)
-    sdf, albedo, grad = sdf.reshape(p, r, s), albedo.reshape(p, r, s, 3), grad.reshape(p, r, s, 3)
     hit = (width > 0).expand(p, r, s)  # samples of rays that miss the sphere are padding
+    flat = points.reshape(p, r * s, 3)
+    if occupancy is None:
+        sdf, albedo, grad = sdf_field(params, flat, shape, active_levels)
+    else:
+        hit = hit & in_cells(occupancy, flat, shape.radius).reshape(p, r, s)
+        sdf, albedo, grad = _sparse_sdf_field(params, flat, hit.reshape(p, r * s), shape, active_levels)
+    sdf, albedo, grad = sdf.reshape(p, r, s), albedo.reshape(p, r, s, 3), grad.reshape(p, r, s, 3)
     normals = sdf_normals(grad)
     cos = (rays_d.unsqueeze(2) * grad).sum(-1)
     alpha = neus_alpha(sdf, cos, width, inv_std(params).view(p, 1, 1), cos_anneal_ratio) * hit
@@ -357,6 +429,7 @@ def render_sdf_cameras(
     active_levels: int | None = None,
     cos_anneal_ratio: float = 1.0,
     ray_chunk: int | None = None,
+    occupancy: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Render ``B`` cameras per slot (one ``Cameras`` shared, or one per slot), like
     :func:`~.volume.render_cameras`: ``light_positions`` [P, B, 3] (default: at each camera),
@@ -395,6 +468,7 @@ def render_sdf_cameras(
         active_levels=active_levels,
         cos_anneal_ratio=cos_anneal_ratio,
         ray_chunk=ray_chunk,
+        occupancy=occupancy,
     )
     for k in _IMAGE_KEYS:
         out[k] = out[k].reshape(p, b, height, width, -1)

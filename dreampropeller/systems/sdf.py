@@ -26,18 +26,31 @@ from dreampropeller.picard.process import Drift, Process, State
 from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.hashgrid import SceneError, progressive_levels
 from dreampropeller.scene.regularizers import normal_smoothness, opacity_entropy
-from dreampropeller.scene.sdf import VARIANCE, init_sdf_params, render_sdf_cameras, sdf_keys
+from dreampropeller.scene.sdf import (
+    SDF_NET,
+    VARIANCE,
+    init_sdf_params,
+    render_sdf_cameras,
+    sdf_keys,
+    sdf_occupancy,
+)
 from dreampropeller.systems.views import lit_views
 
+OCCUPANCY = "sdf.occupancy"
 
-def sdf_optimizer(lr: float, variance_lr: float) -> dict[str, Any]:
-    """Adam (betas 0.9 / 0.99, eps 1e-15) at ``lr``, the NeuS variance at ``variance_lr``."""
+
+def sdf_optimizer(lr: float, network_lr: float, variance_lr: float) -> dict[str, Any]:
+    """Adam (betas 0.9 / 0.99, eps 1e-15) at ``lr``, the SDF MLP at ``network_lr``, the NeuS variance
+    at ``variance_lr`` (threestudio's NeuS groups)."""
     return {
         "name": "adam",
         "lr": float(lr),
         "betas": [0.9, 0.99],
         "eps": 1e-15,
-        "groups": [{"names": [VARIANCE], "lr": float(variance_lr)}],
+        "groups": [
+            {"names": [f"{SDF_NET}.*"], "lr": float(network_lr)},
+            {"names": [VARIANCE], "lr": float(variance_lr)},
+        ],
     }
 
 
@@ -64,8 +77,6 @@ def sdf_levels_at(cfg: TextTo3DConfig, step: int) -> int:
 class SdfTextTo3D(Process):
     """A NeuS SDF + SDS as a Picard process."""
 
-    unit_keys: tuple[str, ...] = ()  # a unit reads only the parameters
-
     def __init__(self, cfg: TextTo3DConfig, guidance: ScoreDistillation) -> None:
         validate_sdf_config(cfg)
         self.cfg = cfg
@@ -74,14 +85,41 @@ class SdfTextTo3D(Process):
         self.device = guidance.device
         self.seed = int(cfg.seed)
         s = cfg.sdf
-        self.optimizer = make_optimizer(s.optimizer or sdf_optimizer(s.lr, s.variance_lr))
+        self.optimizer = make_optimizer(s.optimizer or sdf_optimizer(s.lr, s.network_lr, s.variance_lr))
         self.param_keys = sdf_keys(self.shape)
+
+    @property
+    def unit_keys(self) -> tuple[str, ...]:
+        """Besides the parameters, what a unit reads (it travels to distributed workers)."""
+        return (OCCUPANCY,) if self.cfg.sdf.occupancy else ()
 
     # -- state -------------------------------------------------------------------------------
     def initial_state(self) -> State:
-        """The starting sphere (seeded field), fresh optimizer state."""
+        """The starting sphere (seeded field), fresh optimizer state, and with ``sdf.occupancy`` the
+        occupancy grid (all cells until its first refresh)."""
         params = init_sdf_params(self.shape, torch.Generator().manual_seed(self.seed))
-        return self.optimizer.init_state({k: v.to(self.device) for k, v in params.items()})
+        x = self.optimizer.init_state({k: v.to(self.device) for k, v in params.items()})
+        if self.cfg.sdf.occupancy:
+            g = int(self.cfg.sdf.occupancy_resolution)
+            x[OCCUPANCY] = torch.ones(g, g, g, dtype=torch.uint8, device=self.device)
+        return x
+
+    def refresh_occupancy(self, x: State, t: int) -> State:
+        """Recompute the occupancy grid from the field after step ``t`` when it is due."""
+        s = self.cfg.sdf
+        every = int(s.occupancy_every)
+        if OCCUPANCY not in x or every <= 0 or (t + 1) % every != 0:
+            return x
+        slotted = {k: x[k].detach()[None] for k in self.param_keys}
+        with torch.no_grad():
+            grid = sdf_occupancy(
+                slotted,
+                self.shape,
+                int(s.occupancy_resolution),
+                float(s.occupancy_alpha),
+                sdf_levels_at(self.cfg, t + 1),
+            )
+        return {**x, OCCUPANCY: grid.to(device=x[OCCUPANCY].device, dtype=torch.uint8)}
 
     # -- the unit ------------------------------------------------------------------------------
     def _draws(self, t: int) -> dict[str, Any]:
@@ -140,6 +178,7 @@ class SdfTextTo3D(Process):
                     background=background,
                     active_levels=levels,
                     cos_anneal_ratio=ratio,
+                    occupancy=torch.stack([xs[i][OCCUPANCY] for i in idx]) if OCCUPANCY in xs[0] else None,
                 )
                 reg = self._regularizers(out, [ts[i] for i in idx])
                 for j, i in enumerate(idx):
@@ -174,8 +213,8 @@ class SdfTextTo3D(Process):
 
     # -- the update ---------------------------------------------------------------------------
     def update(self, x: State, drift: Drift, t: int) -> State:
-        """The optimizer step."""
-        return self.optimizer.apply(x, {k: drift[k] for k in self.param_keys}, t)
+        """The optimizer step, then the occupancy grid's refresh when it is due."""
+        return self.refresh_occupancy(self.optimizer.apply(x, {k: drift[k] for k in self.param_keys}, t), t)
 
     def replicate(self, device: torch.device) -> SdfTextTo3D:
         clone = copy.copy(self)

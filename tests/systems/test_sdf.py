@@ -11,7 +11,7 @@ from dreampropeller.guidance.tiny.model import TinyPrior
 from dreampropeller.picard.executors import BatchedExecutor
 from dreampropeller.picard.solver import PicardSolver, SolverConfig, run_sequential
 from dreampropeller.systems.factory import build_process, validate
-from dreampropeller.systems.sdf import SdfTextTo3D, sdf_levels_at, validate_sdf_config
+from dreampropeller.systems.sdf import OCCUPANCY, SdfTextTo3D, sdf_levels_at, validate_sdf_config
 
 SDF_TINY = [
     "representation=sdf",
@@ -28,6 +28,8 @@ SDF_TINY = [
     "sdf.cos_anneal_steps=4",
     "sdf.lambda_normal_smooth=1.0",
     "sdf.lambda_opaque=1.0",
+    "sdf.occupancy_resolution=16",
+    "sdf.occupancy_every=2",  # refreshed inside every window
     "shading.ambient_only_steps=2",  # albedo first, then lit and textureless cameras
 ]
 
@@ -78,6 +80,7 @@ def test_zero_threshold_reproduces_sequential(process):
     assert states_equal(prop.state, seq.state)
     assert any(k.startswith("optim/exp_avg_sq/") for k in seq.state)
     assert not torch.equal(seq.state["geometry.encoding"], x0["geometry.encoding"])
+    assert not bool(seq.state[OCCUPANCY].all())  # the grid was refreshed: some cells skipped
 
 
 def test_batched_executor_at_threshold_0_matches_to_float_tolerance(process):
