@@ -15,7 +15,9 @@ Conventions (nvdiffrast's):
   to the lower triangle id), and only ``-1 <= z/w <= 1`` is drawn (near and far planes, per pixel).
 * ``interpolate(attr, rast, faces)`` blends vertex attributes with those barycentrics.
 * ``antialias(color, rast, clip_pos, faces)`` blends pixel pairs across silhouette edges so that the
-  image changes continuously with vertex positions (the only place where visibility gets gradients).
+  image changes continuously with vertex positions (one of the two places where visibility gets
+  gradients); ``silhouette_edges(color, rast, clip_pos, faces)`` is the other: it returns ``color``
+  as it is and gives the outline its gradient by edge sampling (below).
 
 How the torch path works. Rasterization is a search followed by a differentiable recomputation,
 as nvdiffrast's gradient does: (1) without gradients, every triangle is binned into the pixel centres
@@ -41,6 +43,17 @@ derivative of the image sum with respect to the crossing is ``c_P - c_Q`` per pa
 change of a moving edge. What it leaves out: coverage within a pixel along the edge (a single
 crossing per pair), edges of triangles too small to win any pixel, and a blend that uses the
 point-sampled colours on either side, and edges where triangles cut through each other.
+
+Edge sampling (:func:`silhouette_edges`; Li et al. 2018, "Differentiable Monte Carlo Ray Tracing
+through Edge Sampling"). The derivative of a box-filtered pixel with respect to a moving outline is an
+integral along the outline: ``d pixel = integral over the edge inside the pixel of (c_in - c_out) *
+(normal velocity)``. Every silhouette edge (a boundary edge, or one whose two faces lie on the same side
+of it on screen) is sampled about twice per pixel of its length; a sample's weight is its share of the
+edge's length, its colours are read from the rendered image a pixel inside and a pixel outside, and
+its visibility is tested exactly against the faces binned into its pixel (a face nearer than the
+sample just outside it hides it). The gradient reaches the edge's two endpoints, linearly in the
+sample's position along it, and from there the clip positions. Unlike antialiasing it sees every edge
+however small its triangles, which is what marching tetrahedra at the render's own resolution makes.
 """
 
 from __future__ import annotations

@@ -99,3 +99,16 @@ def test_supersampled_and_flat_shaded_units_have_gradients(random_prior_dir):
         validate_dmtet_config(tiny_config("dmtet.supersample=0"))
     with pytest.raises(ConfigError, match="normals"):
         validate_dmtet_config(tiny_config("dmtet.normals=phong"))
+
+
+def test_silhouette_modes_give_different_geometry_gradients(random_prior_dir, process):
+    # edge sampling (the default) and antialiasing: both reach the SDF, and not identically
+    assert process.cfg.dmtet.silhouette == "edges"
+    cfg = tiny_config("dmtet.silhouette=antialias")
+    proc = DmtetTextTo3D(cfg, make_guidance(cfg, TinyPrior.load(random_prior_dir), "cpu"))
+    x = process.initial_state()
+    edges, blended = process.unit(x, 3), proc.unit(x, 3)
+    assert float(edges["dmtet.sdf"].abs().sum()) > 0 and float(blended["dmtet.sdf"].abs().sum()) > 0
+    assert not torch.equal(edges["dmtet.sdf"], blended["dmtet.sdf"])
+    with pytest.raises(ConfigError, match="silhouette"):
+        validate_dmtet_config(tiny_config("dmtet.silhouette=blur"))
