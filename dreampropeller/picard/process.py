@@ -187,3 +187,42 @@ def matched_rows(before: State, after: State, index_map: IndexMap) -> tuple[Stat
         valid = src >= 0
         new[key], old[key] = value[valid], before[key][src[valid]]
     return new, old
+
+
+def _ranked(src: torch.Tensor, base: int) -> torch.Tensor:
+    """Per row, the key ``source * base + rank among the rows with that source`` (in order; ``base`` above
+    every rank); ``-1`` for a row without a source."""
+    n = src.shape[0]
+    order = torch.argsort(src, stable=True)
+    sorted_src = src[order]
+    first = torch.searchsorted(sorted_src, sorted_src, right=False)
+    rank = torch.empty_like(src)
+    rank[order] = torch.arange(n, device=src.device) - first
+    key = src * base + rank
+    return torch.where(src >= 0, key, torch.full_like(key, -1))
+
+
+def match_changes(new: IndexMap, old: IndexMap) -> IndexMap:
+    """Rows of one structure change matched to the rows of another made from the same structure.
+
+    ``new`` and ``old`` map their rows to rows of one common earlier state (two densifications of it that
+    chose differently). A row of ``new`` is matched to the row of ``old`` with the same source and the same
+    rank among that source's rows (a kept original to a kept original, a first copy to a first copy);
+    ``-1`` where ``old`` has no such row. The result maps ``new``'s rows to ``old``'s, so
+    :func:`map_rows` can carry a guess made after ``old`` into ``new``'s structure.
+    """
+    sources: dict[str, torch.Tensor] = {}
+    for key, src_new in new.sources.items():
+        src_old = old.sources.get(key)
+        if src_old is None:
+            continue
+        base = max(src_old.numel(), src_new.numel()) + 1
+        k_old, k_new = _ranked(src_old, base), _ranked(src_new, base)
+        if k_old.numel() == 0:
+            sources[key] = torch.full_like(src_new, -1)
+            continue
+        order = torch.argsort(k_old)
+        pos = torch.searchsorted(k_old[order], k_new).clamp_max(k_old.numel() - 1)
+        hit = (k_new >= 0) & (k_old[order][pos] == k_new)
+        sources[key] = torch.where(hit, order[pos], torch.full_like(src_new, -1))
+    return IndexMap(sources)

@@ -46,6 +46,7 @@ from dreampropeller.picard.process import (
     as_updated,
     clone_state,
     map_rows,
+    match_changes,
     matched_rows,
     shapes_of,
 )
@@ -340,6 +341,7 @@ class PicardSolver:
         guesses: list[State] = [exact]
         last_drift: Drift | None = None
         velocity: State | None = None
+        previous_maps: list[tuple[State, State, IndexMap]] = []
         fault: str | None = None
         t_wall = time.perf_counter()
         try:
@@ -386,7 +388,8 @@ class PicardSolver:
                     t3 += relinearize_s  # counted as rollout, not bookkeeping
                 last_drift = drifts[len(rolled) - 2] if len(rolled) >= 2 else None
                 velocity = self._velocity(rolled, maps, velocity)
-                guesses = self._slide(guesses, rolled, accepted, maps)
+                guesses = self._slide(guesses, rolled, accepted, maps, previous_maps)
+                previous_maps = maps
                 b += accepted
                 self._secants = {t: v for t, v in self._secants.items() if t > b}
                 stats.bookkeeping_s += (t1 - t0) + (time.perf_counter() - t3)
@@ -490,18 +493,41 @@ class PicardSolver:
 
     @staticmethod
     def _slide(
-        guesses: list[State], rolled: list[State], accepted: int, maps: list[tuple[State, State, IndexMap]]
+        guesses: list[State],
+        rolled: list[State],
+        accepted: int,
+        maps: list[tuple[State, State, IndexMap]],
+        previous: list[tuple[State, State, IndexMap]] | None = None,
     ) -> list[State]:
         """Next window's guesses: the rollout from the new start on, then old guesses carried through maps.
 
-        Old guesses past the rollout exist only when it stopped early. One that no map carries into the
-        structure of the guess before it (it came from another structure change than the rollout's own,
-        e.g. a densification that chose other rows) is dropped with every guess after it, and ``_fill``
-        makes new slots from the rollout instead: kept, a stale structure would be copied into every later
-        window and each would stop after one step.
+        Old guesses past the rollout exist only when it stopped early. When it stopped because its last
+        step changed the structure otherwise than the guesses had it (a densification that picked other
+        Gaussians than the one in the previous iteration's rollout, ``previous``), the guesses are carried
+        onto the rollout's structure through the rows the two changes share (:func:`match_changes`: same
+        source, same rank). A guess that no map carries into the structure of the guess before it is
+        dropped with every guess after it, and ``_fill`` makes new slots from the rollout instead: kept,
+        a stale structure would be copied into every later window and each would stop after one step.
         """
         new = rolled[accepted:]
-        for g in guesses[len(rolled) :]:
+        old = guesses[len(rolled) :]
+        stale = guesses[len(rolled) - 1] if len(guesses) >= len(rolled) else None
+        if old and stale is not None and len(rolled) >= 2 and shapes_of(stale) != shapes_of(rolled[-1]):
+            before, after = rolled[-2], rolled[-1]
+            change = next((m for b, a, m in maps if b is before and a is after), None)
+            theirs = next(
+                (
+                    m
+                    for b, a, m in previous or ()
+                    if shapes_of(a) == shapes_of(stale) and shapes_of(b) == shapes_of(before)
+                ),
+                None,
+            )
+            if change is not None and theirs is not None:
+                match = match_changes(change, theirs)
+                fits = shapes_of(stale)
+                old = [map_rows(g, stale, after, match) if shapes_of(g) == fits else g for g in old]
+        for g in old:
             for before, after, index_map in maps:
                 if shapes_of(g) == shapes_of(before):
                     g = map_rows(g, before, after, index_map)

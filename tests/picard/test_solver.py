@@ -329,3 +329,40 @@ def test_velocity_is_carried_through_a_structure_change():
     # with no step before it in the rollout, the previous window's velocity is carried instead
     carried = solver._velocity([a1, a2], [(a1, a2, index_map)], {"x": torch.tensor([3.0, 4.0])})
     assert carried["x"].tolist() == [4.0, 3.0, 0.0]
+
+
+def test_match_changes_pairs_rows_by_source_and_rank():
+    """Two structure changes of one state: rows pair up when they have the same source and the same rank
+    among that source's rows (hand-worked example)."""
+    from dreampropeller.picard.process import match_changes
+
+    new = IndexMap({"x": torch.tensor([0, 2, 3, 1, 1, -1])})
+    old = IndexMap({"x": torch.tensor([0, 1, 2, 3, 2, -1, -1])})
+    # new row 4 is source 1's second copy: old has only one row from source 1
+    assert match_changes(new, old).sources["x"].tolist() == [0, 2, 3, 1, -1, -1]
+    assert (
+        match_changes(new, IndexMap({"x": torch.tensor([], dtype=torch.long)})).sources["x"].tolist()
+        == [-1] * 6
+    )
+
+
+def test_guesses_after_another_structure_change_are_carried_onto_the_rollouts():
+    """When the rollout's last step grew the state otherwise than the guesses had it (the previous
+    iteration's growth), the guesses after it move onto the rollout's rows through the rows both growths
+    share; rows they do not share stay at the rollout's value (hand values)."""
+    before = {"x": torch.tensor([1.0, 2.0])}
+    # the previous rollout grew row 0 once more; this rollout grew row 1 twice
+    prev_after = {"x": torch.tensor([1.0, 2.0, 1.0])}
+    prev_map = IndexMap({"x": torch.tensor([0, 1, 0])})
+    after = {"x": torch.tensor([1.5, 2.5, 2.5, 2.5])}
+    this_map = IndexMap({"x": torch.tensor([0, 1, 1, 1])})
+    stale = {"x": torch.tensor([1.0, 2.0, 1.0])}  # the guess at the growth, the previous growth's rows
+    later = {"x": torch.tensor([1.1, 2.3, 0.6])}  # moved on by (0.1, 0.3, -0.4)
+    guesses = [before, stale, later]
+    out = PicardSolver._slide(
+        guesses, [before, after], 1, [(before, after, this_map)], [(before, prev_after, prev_map)]
+    )
+    assert len(out) == 2 and out[0] is after
+    assert torch.allclose(out[1]["x"], torch.tensor([1.6, 2.8, 2.5, 2.5]))
+    # without the previous growth's map the stale guess is dropped (new slots come from the rollout)
+    assert len(PicardSolver._slide(guesses, [before, after], 1, [(before, after, this_map)])) == 1
