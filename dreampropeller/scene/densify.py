@@ -81,6 +81,9 @@ class DensifyConfig:
     split_factor: float = 1.6
     opacity_reset_interval: int | None = 700
     opacity_reset_value: float = 0.01
+    #: Adam moments of new rows (clones, split copies): ``zero`` (3DGS, DreamGaussian) or ``copy`` (the
+    #: source row's, so a new row keeps moving like its source instead of taking a first, lr-sized step)
+    fresh_moments: str = "zero"
 
     def __post_init__(self) -> None:
         if self.interval < 1 or self.start < 0 or self.end < self.start:
@@ -93,6 +96,8 @@ class DensifyConfig:
                 f"need max_count >= 1, split_factor > 0, grad_threshold >= 0, got {self.max_count}, "
                 f"{self.split_factor}, {self.grad_threshold}"
             )
+        if self.fresh_moments not in ("zero", "copy"):
+            raise GaussianError(f"fresh_moments must be 'zero' or 'copy', got {self.fresh_moments!r}")
         if self.opacity_reset_interval is not None and self.opacity_reset_interval < 1:
             raise GaussianError(
                 f"opacity_reset_interval must be >= 1 or None, got {self.opacity_reset_interval}"
@@ -294,7 +299,8 @@ def densify_and_prune(
             drop |= state[MAX_RADII][src] > cfg.max_screen_radius
         rows = torch.nonzero(alive & ~drop).squeeze(-1)
         params = {k: v[rows].contiguous() for k, v in params.items()}
-        return restructure(state, src[rows], kind[rows] > 0, params, state_keys)
+        fresh = kind[rows] > 0 if cfg.fresh_moments == "zero" else torch.zeros_like(rows, dtype=torch.bool)
+        return restructure(state, src[rows], fresh, params, state_keys)
 
 
 def reset_opacity(state: State, value: float = 0.01, state_keys: StateKeys = default_state_keys) -> State:

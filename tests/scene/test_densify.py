@@ -210,3 +210,20 @@ def test_strategy_step_matches_the_functions_it_schedules():
     idle = DensifyStrategy(DensifyConfig(start=50, interval=10))
     same, none = idle.step(base, stats, 0, gen_a)
     assert none is None and same is base
+
+
+def test_fresh_moments_copy_gives_new_rows_their_sources_moments():
+    """``fresh_moments="copy"``: clones and split copies take the Adam moments of their source row (and the
+    map says so); everything else is as with ``zero``."""
+    s = scenario()
+    cfg = DensifyConfig(**{**CFG.__dict__, "fresh_moments": "copy"})
+    new, imap = densify_and_prune(s, cfg, torch.Generator().manual_seed(0))
+    zero, _ = densify_and_prune(s, CFG, torch.Generator().manual_seed(0))
+    src = torch.tensor([0, 1, 2, 6, 7, 8, 9, 1, 2, 3, 5, 3, 5])
+    for k in [k for k in PARAM_KEYS if k in s]:
+        assert torch.equal(new[k], zero[k])
+        for slot in ("exp_avg", "exp_avg_sq"):
+            key = f"optim/{slot}/{k}"
+            assert torch.equal(new[key], s[key][src]) and imap.sources[key].tolist() == src.tolist()
+    with pytest.raises(GaussianError, match="fresh_moments"):
+        DensifyConfig(fresh_moments="mean")
