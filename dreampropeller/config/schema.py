@@ -369,5 +369,5 @@ class TextTo3DConfig:
     sdf: SdfConfig = field(default_factory=SdfConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
-    # a run made of stages (``--config magic3d``): each entry a name + config keys (dreampropeller.runs.stages)
+    # a run made of stages (``--config magic3d``): each a name + config keys (dreampropeller.runs.stages)
     stages: list = field(default_factory=list)
