@@ -70,8 +70,9 @@ def bench_problem(
     paper = PicardSolver(proc, SolverConfig(window=window, **PAPER), executor=executor).run(x0, T)
     exact = None
     if check_exact:
+        guesses = {k: cfg[k] for k in ("guesses", "linearize") if k in cfg}  # exact with them too
         zero = PicardSolver(
-            proc, SolverConfig(window=window, threshold=0.0, adaptive=False), executor=executor
+            proc, SolverConfig(window=window, threshold=0.0, adaptive=False, **guesses), executor=executor
         )
         exact = states_equal(zero.run(x0, T).state, seq.state)
     loss_seq = problem.report_loss(seq.state)

@@ -43,6 +43,7 @@ def _picard(args: argparse.Namespace) -> int:
         raise ValueError(f"--window must be >= 1, got {args.window}")
     windows = [int(w) for w in args.windows.split(",")]
     config = _rule(args)
+    config["guesses"] = args.guesses
     executor = make_executor(args.executor, args.devices.split(",") if args.devices else None)
     if getattr(executor, "rank", 0) > 0:  # a torchrun worker of --executor distributed: serve rank 0
         from dreampropeller.bench.problems import make_problem
@@ -308,6 +309,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "dreampropeller bench picard",
             "dreampropeller bench picard --problems mlp --window 16 --json picard.json",
             "dreampropeller bench picard --rule ema          (the authors' rule, for comparison)",
+            "dreampropeller bench picard --guesses secant    (multi-secant guesses, same rule)",
         ],
     )
     p.add_argument("--json", help="write results to this JSON file")
@@ -329,6 +331,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how a window's units are evaluated (default sequential: rounds are what is measured)",
     )
     p.add_argument("--devices", help="comma-separated torch devices for --executor devices")
+    p.add_argument(
+        "--guesses",
+        default="plain",
+        choices=["plain", "secant"],
+        help="the next window's guesses: plain (default: the rollout, new slots by --init) or secant (a "
+        "model rollout with a multi-secant drift Jacobian from same-step re-evaluations: more steps per "
+        "iteration at the same tolerance, no extra units; unmeasured on text-to-3D)",
+    )
     p.add_argument("--no-exact", action="store_true", help="skip the threshold-0 exactness run")
     p.add_argument("--no-controls", action="store_true", help="skip the negative controls")
     p.set_defaults(func=_picard)

@@ -289,6 +289,7 @@ class PicardConfig:
     scale: str = SolverConfig.scale
     max_threshold: float = SolverConfig.max_threshold
     linearize: bool = SolverConfig.linearize
+    guesses: str = SolverConfig.guesses
     executor: str = "auto"
     devices: list = field(default_factory=list)
     max_batch: int | None = None

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from dreampropeller.picard.executors import Executor
+from dreampropeller.picard.guesses import GUESSES, MultiSecantGuesses
 from dreampropeller.picard.process import (
     Drift,
     IndexMap,
@@ -76,7 +77,10 @@ class SolverConfig:
     ``None`` starts from the first window's aggregated error); :meth:`paper` builds that rule.
     ``init`` makes the guesses of new slots; ``linearize=True`` re-rolls the rejected part of each
     window with secant-linearized drifts (quasi-DEER / Parareal style, no extra units), for better
-    guesses in the next window; accepted steps are never changed by it.
+    guesses in the next window; accepted steps are never changed by it. ``guesses`` makes the next
+    window's guesses: ``plain`` (the rollout, new slots by ``init``) or ``secant`` (a model rollout
+    with a multi-secant drift Jacobian, :class:`~dreampropeller.picard.guesses.MultiSecantGuesses`;
+    it contains ``linearize``, so the two are exclusive).
     """
 
     window: int = 8
@@ -90,6 +94,7 @@ class SolverConfig:
     atol: float = 0.0
     damping: float = 1.0
     linearize: bool = False
+    guesses: str = "plain"
 
     @classmethod
     def paper(cls, window: int = 8, **kwargs: Any) -> SolverConfig:
@@ -120,6 +125,10 @@ class SolverConfig:
             raise PicardError("a fixed threshold (adaptive=False) needs a threshold value, e.g. 0")
         if not math.isfinite(self.atol) or self.atol < 0:
             raise PicardError(f"atol must be a finite number >= 0, got {self.atol!r}")
+        if self.guesses not in GUESSES:
+            raise PicardError(f"guesses must be one of {', '.join(GUESSES)}, got {self.guesses!r}")
+        if self.guesses != "plain" and self.linearize:
+            raise PicardError(f"linearize applies to guesses='plain' ({self.guesses!r} contains it)")
 
 
 @dataclass
@@ -223,6 +232,11 @@ class PicardSolver:
         self._secants: dict[int, tuple[State, Drift, float]] = {}
         keys = getattr(process, "unit_keys", ()) or ()
         self._unit_buffers = tuple(k for k in keys if k not in set(process.param_keys))
+        self._guesser = (
+            MultiSecantGuesses(process.param_keys, process.update)
+            if self.config.guesses == "secant"
+            else None
+        )
 
     # -- validation -------------------------------------------------------------------------------
     def _check_initial(self, x0: State) -> None:
@@ -332,6 +346,8 @@ class PicardSolver:
             raise PicardError(f"start must be in [0, steps], got {start} for {steps} steps")
         self._check_initial(x0)
         self._secants = {}  # secants belong to one trajectory
+        if self._guesser is not None:
+            self._guesser.reset()  # so does the guess model
         stats = SolverStats(steps=steps, start=start)
         p = self.config.window
         self.executor.bind(self.process)
@@ -380,17 +396,27 @@ class PicardSolver:
                 accept = getattr(self.process, "accept", None)
                 if accept is not None:
                     accept(b, accepted)  # state kept outside the fixed point learns which steps count
-                if self.config.linearize and not maps and bad_at is None:
-                    t4 = time.perf_counter()
+                t4 = time.perf_counter()
+                modelled = None
+                if self._guesser is not None:
+                    modelled = self._model_guesses(
+                        guesses, drifts, rolled, errors, b, accepted, steps, maps, bad_at
+                    )
+                elif self.config.linearize and not maps and bad_at is None:
                     rolled = self._relinearize(rolled, guesses, drifts, errors, b, accepted)
-                    relinearize_s = time.perf_counter() - t4
-                    stats.rollout_s += relinearize_s
-                    t3 += relinearize_s  # counted as rollout, not bookkeeping
+                guess_s = time.perf_counter() - t4
+                stats.rollout_s += guess_s
+                t3 += guess_s  # counted as rollout, not bookkeeping
                 last_drift = drifts[len(rolled) - 2] if len(rolled) >= 2 else None
                 velocity = self._velocity(rolled, maps, velocity)
-                guesses = self._slide(guesses, rolled, accepted, maps, previous_maps)
+                if modelled is not None:
+                    guesses = modelled  # _fill completes a short one
+                else:
+                    guesses = self._slide(guesses, rolled, accepted, maps, previous_maps)
                 previous_maps = maps
                 b += accepted
+                if self._guesser is not None:
+                    self._guesser.forget_before(b)
                 self._secants = {t: v for t, v in self._secants.items() if t > b}
                 stats.bookkeeping_s += (t1 - t0) + (time.perf_counter() - t3)
                 if stats.iterations > steps - start + 1:  # cannot happen: progress >= 1 per iteration
@@ -437,6 +463,30 @@ class PicardSolver:
                 maps.append((rolled[j], nxt, index_map))
             rolled.append(nxt)
         return rolled, errors, None, maps
+
+    def _model_guesses(
+        self,
+        guesses: list[State],
+        drifts: list[Drift],
+        rolled: list[State],
+        errors: list[float],
+        b: int,
+        accepted: int,
+        steps: int,
+        maps: list[tuple[State, State, IndexMap]],
+        bad_at: int | None,
+    ) -> list[State] | None:
+        """The guess model's next window (``guesses="secant"``); ``None``: make plain guesses.
+
+        A window with a structure change or a NaN resets the model (its history no longer fits).
+        """
+        assert self._guesser is not None
+        if maps or bad_at is not None:
+            self._guesser.reset(scores=False)
+            return None
+        self._guesser.record(guesses, drifts, rolled, errors, b)
+        n_next = min(self.config.window, steps - b - accepted)
+        return self._guesser.next_guesses(rolled, accepted, b, n_next) if n_next > 0 else None
 
     def _relinearize(
         self,

@@ -48,3 +48,24 @@ def test_bench_picard_json(tmp_path, capsys):
 def test_bench_picard_bad_input(capsys):
     assert main(["bench", "picard", "--problems", "nope"]) == 2
     assert "unknown problem" in capsys.readouterr().err
+
+
+def test_bench_picard_secant_guesses(tmp_path):
+    out = tmp_path / "s.json"
+    args = [
+        "bench",
+        "picard",
+        "--json",
+        str(out),
+        "--steps",
+        "60",
+        "--windows",
+        "8",
+        "--problems",
+        "quadratic",
+    ]
+    assert main([*args, "--guesses", "secant", "--no-controls"]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["guesses"] == "secant"
+    assert data["problems"][0]["exact_at_zero_threshold"] is True  # exact with the secant guesses too
+    assert data["problems"][0]["rounds_speedup"] > 3.5  # 4.29 (plain: 3.00)
