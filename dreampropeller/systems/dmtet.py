@@ -36,8 +36,7 @@ from dreampropeller.scene.dmtet import (
     sphere_sdf,
 )
 from dreampropeller.scene.hashgrid import SceneError
-from dreampropeller.scene.shading import mode_code
-from dreampropeller.systems.views import lit_views
+from dreampropeller.systems.views import raster_draws
 
 
 def dmtet_optimizer(geometry_lr: float, texture_lr: float) -> dict[str, Any]:
@@ -105,21 +104,11 @@ class DmtetTextTo3D(Process):
 
     # -- the unit ------------------------------------------------------------------------------
     def _draws(self, t: int) -> dict[str, Any]:
-        """Every random draw of step ``t``: cameras, lights, shading modes, SDS timesteps and noise."""
-        cfg = self.cfg
-        rnd = StepRandom(self.seed, t)
-        b = cfg.render.batch_size
-        cams, lights, modes = lit_views(cfg, rnd, t)
-        ts, noise = self.guidance.draw(b, cfg.render.height, cfg.render.width, rnd.generator("sds"), t)
-        return {
-            "cameras": cams,
-            "lights": lights,
-            "codes": torch.tensor([mode_code(m) for m in modes]),
-            "background": torch.tensor(tuple(cfg.dmtet.background), dtype=torch.float32).expand(b, 3),
-            "t": ts,
-            "noise": noise,
-            "edges": int(torch.randint(1 << 62, (1,), generator=rnd.generator("edges"))),
-        }
+        """Every random draw of step ``t``: cameras, lights, shading modes, SDS timesteps and noise, and
+        the seed of the silhouette sampler's jitter."""
+        draws = raster_draws(self.cfg, self.guidance, self.seed, t, self.cfg.dmtet.background)
+        edges = StepRandom(self.seed, t).generator("edges")
+        return {**draws, "edges": int(torch.randint(1 << 62, (1,), generator=edges))}
 
     def _regularizers(self, vertices: torch.Tensor, faces: torch.Tensor, t: int) -> torch.Tensor:
         d = self.cfg.dmtet

@@ -22,11 +22,9 @@ from dreampropeller.guidance.distillation import ScoreDistillation
 from dreampropeller.guidance.sds import scheduled_value, sds_surrogate
 from dreampropeller.optim import make_optimizer
 from dreampropeller.picard.process import Drift, Process, State
-from dreampropeller.picard.rng import StepRandom
 from dreampropeller.scene.mesh_raster import mesh_topology
-from dreampropeller.scene.shading import mode_code
 from dreampropeller.scene.uv_mesh import FACES, TEXTURE, UVS, VERTICES, UVMesh, render_textured
-from dreampropeller.systems.views import lit_views
+from dreampropeller.systems.views import raster_draws
 
 EPS = 1e-3  # baked colours are clamped to [EPS, 1 - EPS] before the logit
 
@@ -81,19 +79,7 @@ class TextureTextTo3D(Process):
 
     def _draws(self, t: int) -> dict[str, Any]:
         """Every random draw of step ``t``: cameras, lights, shading modes, SDS timesteps and noise."""
-        cfg = self.cfg
-        rnd = StepRandom(self.seed, t)
-        b = cfg.render.batch_size
-        cams, lights, modes = lit_views(cfg, rnd, t)
-        ts, noise = self.guidance.draw(b, cfg.render.height, cfg.render.width, rnd.generator("sds"), t)
-        return {
-            "cameras": cams,
-            "lights": lights,
-            "codes": torch.tensor([mode_code(m) for m in modes]),
-            "background": torch.tensor(tuple(cfg.texture.background), dtype=torch.float32).expand(b, 3),
-            "t": ts,
-            "noise": noise,
-        }
+        return raster_draws(self.cfg, self.guidance, self.seed, t, self.cfg.texture.background)
 
     def unit(self, x: State, t: int) -> Drift:
         return self.unit_batch([x], [t])[0]
