@@ -343,9 +343,10 @@ class TextTo3DConfig:
             elevation_range=(-10.0, 60.0), distance_range=(1.5, 2.0), fovy_range=(40.0, 60.0)
         )
     )
-    # the albedo from the 4 coarse levels: no per-texel colour speckle (bench quality, docs/surfaces.md)
+    # the albedo from the coarsest level only: no per-texel speckle and no SDS over-saturation across a
+    # face (bench quality: colour spread 0.0075 with 4 levels, 0.0034 with 1; docs/surfaces.md)
     nerf: NeRFConfig = field(
-        default_factory=lambda: NeRFConfig(n_levels=8, finest_resolution=128, albedo_levels=4)
+        default_factory=lambda: NeRFConfig(n_levels=8, finest_resolution=128, albedo_levels=1)
     )
     shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(ambient_only_steps=0))
     prompt_processing: PromptConfig = field(default_factory=PromptConfig)
