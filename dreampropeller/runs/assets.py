@@ -268,7 +268,7 @@ class TexturedMeshAsset:
 
     def __init__(self, cfg: TextTo3DConfig, state: State) -> None:
         self.cfg = cfg
-        self.uv_mesh = UVMesh.from_state({k: v.detach() for k, v in state.items()})
+        self.uv_mesh = UVMesh.from_state(state)
         self.texture = torch.sigmoid(state[TEXTURE].detach().float())
         self.topology = mesh_topology(self.uv_mesh.faces)
 

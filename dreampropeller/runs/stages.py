@@ -164,7 +164,9 @@ def stage_summary(stage: Stage, out: Path, metrics: Mapping[str, Any]) -> dict[s
     scores = stage.out / "eval.json"
     if scores.is_file():
         values = json.loads(scores.read_text()).items()
-        row["eval"] = {k: v for k, v in values if isinstance(v, int | float) and not isinstance(v, bool)}
+        row["eval"] = {
+            k: v for k, v in values if isinstance(v, int | float) and not isinstance(v, bool) and k != "views"
+        }
     return row
 
 

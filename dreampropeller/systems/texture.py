@@ -64,7 +64,7 @@ class TextureTextTo3D(Process):
         self.device = guidance.device
         self.seed = int(cfg.seed)
         self.mesh = mesh.to(self.device)
-        self.topology = mesh_topology(self.mesh.faces)
+        self._topology: tuple[torch.Tensor, torch.Tensor] | None = None  # (faces, their topology)
         self.texture = texture
         t = cfg.texture
         self.optimizer = make_optimizer(
@@ -80,6 +80,13 @@ class TextureTextTo3D(Process):
     def _draws(self, t: int) -> dict[str, Any]:
         """Every random draw of step ``t``: cameras, lights, shading modes, SDS timesteps and noise."""
         return raster_draws(self.cfg, self.guidance, self.seed, t, self.cfg.texture.background)
+
+    def topology(self, faces: torch.Tensor) -> torch.Tensor:
+        """The antialiasing topology of the state's faces, computed once (the faces are a constant
+        buffer, but a resumed run's come from its checkpoint, so they are read from the state)."""
+        if self._topology is None or not torch.equal(self._topology[0], faces):
+            self._topology = (faces, mesh_topology(faces))
+        return self._topology[1]
 
     def unit(self, x: State, t: int) -> Drift:
         return self.unit_batch([x], [t])[0]
@@ -103,7 +110,7 @@ class TextureTextTo3D(Process):
                     d["lights"],
                     d["background"],
                     cfg.shading,
-                    topology=self.topology,
+                    topology=self.topology(x[FACES]),
                 )
                 images.append(out["rgb"])
             rgb = torch.stack(images).reshape(p * b, h, w, 3).permute(0, 3, 1, 2)
@@ -123,5 +130,5 @@ class TextureTextTo3D(Process):
         clone.device = torch.device(device)
         clone.guidance = self.guidance.replicate(device)
         clone.mesh = self.mesh.to(device)
-        clone.topology = self.topology.to(device)
+        clone._topology = None
         return clone

@@ -88,3 +88,13 @@ def test_config_checks():
         validate_texture_config(tiny_config("guidance=vsd"))
     with pytest.raises(ConfigError, match=r"texture\.size"):
         validate_texture_config(tiny_config("texture.size=2"))
+
+
+def test_topology_is_the_state_faces_own_and_computed_once(process):
+    from dreampropeller.scene.mesh_raster import mesh_topology
+
+    x = process.initial_state()
+    first = process.topology(x[FACES])
+    assert torch.equal(first, mesh_topology(x[FACES])) and process.topology(x[FACES].clone()) is first
+    other = x[FACES].flip(1)  # other faces (a resumed run's, say) get their own topology
+    assert torch.equal(process.topology(other), mesh_topology(other))
