@@ -33,7 +33,14 @@ from dreampropeller.scene.cameras import Cameras
 from dreampropeller.scene.hashgrid import HashGridConfig, SceneError, hashgrid_encode, init_hashgrid_tables
 from dreampropeller.scene.nerf import batched_mlp, init_mlp, num_slots
 from dreampropeller.scene.shading import ShadingConfig, shade, shading_codes
-from dreampropeller.scene.volume import Generators, composite, draw_jitter, occupancy_grid, ray_sphere
+from dreampropeller.scene.volume import (
+    Generators,
+    composite,
+    occupancy_grid,
+    prepare_rays,
+    ray_chunks,
+    ray_sphere,
+)
 
 Params = dict[str, Tensor]
 ENCODING = "geometry.encoding"
@@ -314,40 +321,28 @@ def render_sdf_rays(
     Returns rgb / albedo / normal [P, R, 3], opacity / depth [P, R, 1], weights and t [P, R, S],
     normals_samples [P, R, S, 3], rays_d, and ``eikonal`` [P] over the samples inside the sphere.
     """
-    p = num_slots(params)
-    if rays_o.dim() != 3 or rays_o.shape[0] != p or rays_o.shape[-1] != 3 or rays_d.shape != rays_o.shape:
-        raise SceneError(
-            f"rays must both be [P={p}, R, 3], got {list(rays_o.shape)} and {list(rays_d.shape)}"
-        )
-    if num_samples < 1:
-        raise SceneError(f"num_samples must be >= 1, got {num_samples}")
-    r = rays_o.shape[1]
-    codes = shading_codes(shading, p, 1, r, rays_o.device)
-    jitter = draw_jitter((p, r, num_samples), generator, rays_o.device)
-    lights = (rays_o if light_positions is None else light_positions).expand(p, r, 3)
+    rays = prepare_rays(params, rays_o, rays_d, num_samples, generator, shading, light_positions)
+    p, r = rays.codes.shape
     if background is None:
         background = torch.ones(3, dtype=rays_o.dtype, device=rays_o.device)
     bg = background.expand(p, r, 3)
-    chunk = r if not ray_chunk else max(1, int(ray_chunk))
-    outs = []
-    for s in range(0, r, chunk):
-        sl = slice(s, s + chunk)
-        outs.append(
-            _render_chunk(
-                params,
-                rays_o[:, sl],
-                rays_d[:, sl],
-                shape,
-                jitter[:, sl],
-                codes[:, sl],
-                shading_cfg or ShadingConfig(),
-                lights[:, sl],
-                bg[:, sl],
-                active_levels,
-                cos_anneal_ratio,
-                occupancy,
-            )
+    outs = [
+        _render_chunk(
+            params,
+            rays_o[:, sl],
+            rays_d[:, sl],
+            shape,
+            rays.jitter[:, sl],
+            rays.codes[:, sl],
+            shading_cfg or ShadingConfig(),
+            rays.lights[:, sl],
+            bg[:, sl],
+            active_levels,
+            cos_anneal_ratio,
+            occupancy,
         )
+        for sl in ray_chunks(r, ray_chunk)
+    ]
     if len(outs) == 1:
         out = outs[0]
     else:

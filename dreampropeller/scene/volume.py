@@ -10,6 +10,7 @@ constant density ``sigma`` gives an opacity of exactly ``1 - exp(-sigma * chord)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -103,6 +104,57 @@ def render_rays(
     skips empty space: the field is evaluated only at samples in occupied cells (density 0 elsewhere).
     Meant for previews and exports; samples it skips get no gradient.
     """
+    rays = prepare_rays(params, rays_o, rays_d, num_samples, generator, shading, light_positions)
+    p, r = rays.codes.shape
+    shading_cfg = shading_cfg or ShadingConfig()
+    if background is not None:
+        background = background.expand(p, r, 3)
+    if background_mask is not None and background_mask.shape != (p, r):
+        raise SceneError(f"background_mask must be [P={p}, R={r}], got {list(background_mask.shape)}")
+    outs = [
+        _render_chunk(
+            params,
+            rays_o[:, sl],
+            rays_d[:, sl],
+            cfg,
+            rays.jitter[:, sl],
+            rays.codes[:, sl],
+            shading_cfg,
+            rays.lights[:, sl],
+            None if background is None else background[:, sl],
+            None if background_mask is None else background_mask[:, sl],
+            active_levels,
+            need_normals,
+            occupancy,
+        )
+        for sl in ray_chunks(r, ray_chunk)
+    ]
+    if len(outs) == 1:
+        return outs[0]
+    return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}
+
+
+class PreparedRays(NamedTuple):
+    """Per-ray draws of a render: shading codes [P, R], sample jitter [P, R, S], lights [P, R, 3]."""
+
+    codes: torch.Tensor
+    jitter: torch.Tensor
+    lights: torch.Tensor
+
+
+def prepare_rays(
+    params: Mapping[str, torch.Tensor],
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    num_samples: int,
+    generator: Generators,
+    shading: str | Sequence | torch.Tensor,
+    light_positions: torch.Tensor | None,
+) -> PreparedRays:
+    """Check rays [P, R, 3] against the slots of ``params`` and draw what every chunk shares.
+
+    The jitter is drawn for all rays at once so that splitting them into chunks never changes a
+    render; lights default to the ray origins (a head light)."""
     p = num_slots(params)
     if rays_o.dim() != 3 or rays_o.shape[0] != p or rays_o.shape[-1] != 3 or rays_d.shape != rays_o.shape:
         raise SceneError(
@@ -111,41 +163,16 @@ def render_rays(
     if num_samples < 1:
         raise SceneError(f"num_samples must be >= 1, got {num_samples}")
     r = rays_o.shape[1]
-    shading_cfg = shading_cfg or ShadingConfig()
     codes = shading_codes(shading, p, 1, r, rays_o.device)
     jitter = draw_jitter((p, r, num_samples), generator, rays_o.device)
-    if light_positions is None:
-        light_positions = rays_o
-    light_positions = light_positions.expand(p, r, 3)
-    if background is not None:
-        background = background.expand(p, r, 3)
-    if background_mask is not None and background_mask.shape != (p, r):
-        raise SceneError(f"background_mask must be [P={p}, R={r}], got {list(background_mask.shape)}")
+    lights = (rays_o if light_positions is None else light_positions).expand(p, r, 3)
+    return PreparedRays(codes, jitter, lights)
 
-    chunk = r if not ray_chunk else max(1, int(ray_chunk))
-    outs = []
-    for s in range(0, r, chunk):
-        sl = slice(s, s + chunk)
-        outs.append(
-            _render_chunk(
-                params,
-                rays_o[:, sl],
-                rays_d[:, sl],
-                cfg,
-                jitter[:, sl],
-                codes[:, sl],
-                shading_cfg,
-                light_positions[:, sl],
-                None if background is None else background[:, sl],
-                None if background_mask is None else background_mask[:, sl],
-                active_levels,
-                need_normals,
-                occupancy,
-            )
-        )
-    if len(outs) == 1:
-        return outs[0]
-    return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}
+
+def ray_chunks(num_rays: int, ray_chunk: int | None) -> list[slice]:
+    """Slices of at most ``ray_chunk`` rays covering ``num_rays`` (one slice without a chunk size)."""
+    chunk = num_rays if not ray_chunk else max(1, int(ray_chunk))
+    return [slice(s, s + chunk) for s in range(0, num_rays, chunk)]
 
 
 def occupancy_grid(density_fn, radius: float, resolution: int = 64, level: float = 0.01) -> torch.Tensor:
