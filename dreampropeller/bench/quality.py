@@ -1,7 +1,9 @@
 """`bench quality`: text-to-3D over a fixed sample of library prompts, scored against the true shapes.
 
 The sample holds every held-out shape x colour combination (never seen by the embedded prior) plus
-one seen combination per shape, so it covers all shapes and colours (12 prompts by default).
+one seen combination per shape, so it covers all shapes and colours (12 prompts by default). A staged
+config (``magic3d``, ``dreamgaussian``) runs every stage and scores the last one's asset, what
+``generate`` with that config hands a user.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dreampropeller.bench.generate import SCORES as RUN_SCORES
+from dreampropeller.config.loading import ConfigError
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, HELD_OUT, SHAPE_NAMES, prompt_for
 from dreampropeller.runs.assets import score_asset
 from dreampropeller.runs.driver import load_config, run_text_to_3d
 from dreampropeller.runs.loading import load_run
+from dreampropeller.runs.stages import plan_stages, run_stages
 
 SCORES = (*RUN_SCORES, "largest_piece_fraction")
 
@@ -34,6 +39,21 @@ def prompt_sample(n: int = 12) -> list[tuple[str, bool]]:
     return out[:n]
 
 
+def generate_unscored(
+    prompt: str, out: Path, files: Sequence[str], overrides: Sequence[str]
+) -> dict[str, Any]:
+    """Run ``prompt`` into ``out`` without exports, every stage of a staged config; its metrics."""
+    every = [o for o in overrides if not o.startswith("stages.")]  # stages.NAME.key=value: one stage's
+    cfg = load_config(prompt, files, every)
+    if cfg.stages:
+        plan = plan_stages(cfg.stages, out, files, overrides, {"prompt": prompt})
+        metrics = run_stages(plan, out, progress=False, exports=False)
+        return {**metrics, "wall_clock_s": sum(s["wall_clock_s"] for s in metrics["stages"])}
+    if len(every) < len(overrides):
+        raise ConfigError("stages.NAME.key=value overrides need a staged config (e.g. --config magic3d)")
+    return run_text_to_3d(cfg, out, progress=False, exports=False)
+
+
 def bench_quality(
     n: int = 12, overrides: tuple[str, ...] = (), files: tuple[str, ...] = ()
 ) -> dict[str, Any]:
@@ -42,9 +62,8 @@ def bench_quality(
     with tempfile.TemporaryDirectory() as tmp:
         for i, (prompt, held_out) in enumerate(prompt_sample(n)):
             print(f"[bench quality] {i + 1}/{n} {prompt!r}", file=sys.stderr, flush=True)
-            cfg = load_config(prompt, files, overrides)
             out = Path(tmp) / f"run{i}"
-            metrics = run_text_to_3d(cfg, out, progress=False, exports=False)
+            metrics = generate_unscored(prompt, out, files, overrides)
             scores = score_asset(load_run(out).asset, prompt)
             rows.append(
                 {

@@ -415,11 +415,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "text-to-3D over a fixed prompt sample (held-out included), scored",
         "Generate every prompt of a fixed sample (the 6 shape x colour combinations the prior never saw, "
         "then seen ones) with the default settings and score each asset as `eval` does: shape "
-        "R-precision, colour accuracy, silhouette IoU, chamfer, colour spread, mesh pieces. About 30 "
+        "R-precision, colour accuracy, silhouette IoU, chamfer, colour spread, mesh pieces. A staged "
+        "config (magic3d, dreamgaussian) runs every stage and scores the last one's asset. About 30 "
         "minutes on a CPU for 12 prompts.",
         [
             "dreampropeller bench quality --json quality.json",
             "dreampropeller bench quality --prompts 4 representation=gaussians",
+            "dreampropeller bench quality --config magic3d  (NeRF, then the DMTet refined from it)",
         ],
     )
     q.add_argument("overrides", nargs="*", help="key=value config overrides")

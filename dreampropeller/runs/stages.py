@@ -177,9 +177,12 @@ def run_stages(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    exports: bool = True,
 ) -> dict[str, Any]:
     """Run every stage of ``plan`` into ``out`` (skipping finished ones and resuming an interrupted one
-    when ``resume``); returns the last stage's metrics with ``stages``: one summary per stage."""
+    when ``resume``); returns the last stage's metrics with ``stages``: one summary per stage.
+    ``exports=False`` skips every stage's video and meshes (a later stage starts from its
+    predecessor's checkpoint, so benchmarks need none)."""
     from dreampropeller.runs.driver import run_text_to_3d
 
     out = Path(out)
@@ -202,7 +205,9 @@ def run_stages(
             if progress:
                 print(what)
             log(out, f"{what}: {'resume' if again else 'start'} in {stage.out}")
-            metrics = run_text_to_3d(stage.cfg, stage.out, resume=again, progress=progress, existing_ok=True)
+            metrics = run_text_to_3d(
+                stage.cfg, stage.out, resume=again, progress=progress, exports=exports, existing_ok=True
+            )
         summaries.append(stage_summary(stage, out, metrics))
     metrics = {**metrics, "stages": summaries}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -119,3 +119,20 @@ def test_a_staged_run_refuses_a_non_empty_directory(tmp_path):
     with pytest.raises(ConfigError, match="not empty"):
         run_stages(plan, out)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_bench_quality_runs_every_stage_of_a_staged_config_without_exports(tmp_path, random_prior_dir):
+    from dreampropeller.bench.quality import generate_unscored
+
+    torch.set_num_threads(1)
+    out = tmp_path / "q"
+    overrides = ["steps=2", "picard.window=1", f"prior_path={random_prior_dir}", *TINY_OVERRIDES, *DMTET_TINY]
+    metrics = generate_unscored("a red cube", out, ["magic3d"], [*overrides, "stages.refine.steps=3"])
+    assert load_run(out).cfg.representation == "dmtet" and load_run(out).step == 3  # the last stage scored
+    assert load_run(out / "stages" / "1-coarse").step == 2
+    assert [s["name"] for s in metrics["stages"]] == ["coarse", "refine"]
+    assert metrics["wall_clock_s"] == pytest.approx(sum(s["wall_clock_s"] for s in metrics["stages"]))
+    assert not list(out.rglob("mesh.glb")) and not list(out.rglob("turntable.mp4"))  # nothing exported
+    with pytest.raises(ConfigError, match="staged config"):
+        generate_unscored("a red cube", tmp_path / "p", [], ["stages.refine.steps=3"])
