@@ -38,18 +38,22 @@ class GaussianConfig:
 
     ``optimizer`` ``None`` means DreamGaussian's per-attribute Adam (see
     :func:`dreampropeller.systems.gaussians.dreamgaussian_optimizer`); a mapping replaces it.
-    ``background``: per training view white or black with equal odds (``random``, DreamGaussian), or
-    fixed. ``memory_limit_gb`` ``None``: the free memory of the device, measured before the run.
+    ``background``: per training view white or black with equal odds (``random``, DreamGaussian's for
+    Stable Diffusion), or fixed: ``white`` by default, the only backdrop the embedded prior has seen
+    (on black ones it paints a whitish halo round the object, which doubled the red cube's silhouette).
+    ``radius``: the starting ball, DreamGaussian's 0.5 at camera distance 2.5 scaled to the default
+    cameras' ~1.75 (a 0.5 ball is wider than most library shapes, and SDS did not carve it down).
+    ``memory_limit_gb`` ``None``: the free memory of the device, measured before the run.
     """
 
     num_points: int = 1000
-    radius: float = 0.5
+    radius: float = 0.3
     init_opacity: float = 0.1
     color_spread: float = 1.0 / 255.0
     sh_degree: int = 0
     color_mode: str = "sh"
     backend: str = "auto"
-    background: str = "random"
+    background: str = "white"
     densify: DensifyConfig = field(default_factory=dreamgaussian_densify)
     optimizer: Any = None
     memory_limit_gb: float | None = None
