@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from dreampropeller.bench.generate import SCORES as RUN_SCORES
-from dreampropeller.config.loading import ConfigError
 from dreampropeller.guidance.tiny.library import COLOUR_NAMES, HELD_OUT, SHAPE_NAMES, prompt_for
 from dreampropeller.runs.assets import score_asset
 from dreampropeller.runs.driver import load_config, run_text_to_3d
 from dreampropeller.runs.loading import load_run
-from dreampropeller.runs.stages import plan_stages, run_stages
+from dreampropeller.runs.stages import plan_stages, refuse_stage_overrides, run_stages, split_overrides
 
 SCORES = (*RUN_SCORES, "largest_piece_fraction")
 
@@ -43,14 +42,12 @@ def generate_unscored(
     prompt: str, out: Path, files: Sequence[str], overrides: Sequence[str]
 ) -> dict[str, Any]:
     """Run ``prompt`` into ``out`` without exports, every stage of a staged config; its metrics."""
-    every = [o for o in overrides if not o.startswith("stages.")]  # stages.NAME.key=value: one stage's
-    cfg = load_config(prompt, files, every)
+    cfg = load_config(prompt, files, split_overrides(overrides)[0])  # stages.NAME.key=value: the plan's
+    refuse_stage_overrides(overrides, bool(cfg.stages))
     if cfg.stages:
         plan = plan_stages(cfg.stages, out, files, overrides, {"prompt": prompt})
         metrics = run_stages(plan, out, progress=False, exports=False)
         return {**metrics, "wall_clock_s": sum(s["wall_clock_s"] for s in metrics["stages"])}
-    if len(every) < len(overrides):
-        raise ConfigError("stages.NAME.key=value overrides need a staged config (e.g. --config magic3d)")
     return run_text_to_3d(cfg, out, progress=False, exports=False)
 
 

@@ -85,13 +85,12 @@ def _generate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         files = list(args.config)
     extra = {"prompt": words[0]} if words else None
-    every = [i for i in overrides if not i.startswith("stages.")]  # stages.NAME.key=value: one stage's
-    data = merge_config(TextTo3DConfig(), files, [*_overrides(args), *every], free=["optimizer"], extra=extra)
-    if len(every) < len(overrides) and not data.get("stages"):
-        raise ConfigError("stages.NAME.key=value overrides need a staged config (e.g. --config magic3d)")
-    if data.get("stages") and not args.resume:  # Magic3D-style: one run per stage, each from the last
-        from dreampropeller.runs.stages import plan_stages
+    from dreampropeller.runs.stages import plan_stages, refuse_stage_overrides, split_overrides
 
+    every = split_overrides(overrides)[0]  # stages.NAME.key=value: one stage's, for the plan below
+    data = merge_config(TextTo3DConfig(), files, [*_overrides(args), *every], free=["optimizer"], extra=extra)
+    refuse_stage_overrides(overrides, bool(data.get("stages")))
+    if data.get("stages") and not args.resume:  # Magic3D-style: one run per stage, each from the last
         if args.representation or args.init_from:
             raise ConfigError(
                 "a staged config sets each stage's representation and start: drop --representation "

@@ -77,6 +77,12 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[tuple[str
     return general, staged
 
 
+def refuse_stage_overrides(overrides: Sequence[str], staged: bool) -> None:
+    """Refuse ``stages.NAME.key=value`` overrides for a config that has no ``stages`` list."""
+    if not staged and split_overrides(overrides)[1]:
+        raise ConfigError("stages.NAME.key=value overrides need a staged config (e.g. --config magic3d)")
+
+
 def plan_stages(
     stages: Sequence[Any],
     out: Path,
