@@ -136,3 +136,8 @@ def test_bench_quality_runs_every_stage_of_a_staged_config_without_exports(tmp_p
     assert not list(out.rglob("mesh.glb")) and not list(out.rglob("turntable.mp4"))  # nothing exported
     with pytest.raises(ConfigError, match="staged config"):
         generate_unscored("a red cube", tmp_path / "p", [], ["stages.refine.steps=3"])
+
+
+def test_generate_refuses_one_stage_overrides_without_stages(tmp_path, capsys):
+    assert main(["generate", "a red cube", "--out", str(tmp_path / "x"), "stages.refine.steps=3"]) == 2
+    assert "need a staged config" in capsys.readouterr().err and not (tmp_path / "x").exists()
