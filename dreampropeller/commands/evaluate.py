@@ -80,7 +80,13 @@ def _eval(args: argparse.Namespace) -> int:
     from dreampropeller.runs.loading import load_run
 
     run = load_run(run_dir)
-    result = score_asset(run.asset, args.prompt or run.cfg.prompt)
+    prompt = args.prompt or run.cfg.prompt
+    if not prompt:
+        raise UserError(
+            f"{run_dir} has no prompt (an image-to-3D run; its reference-view scores are in metrics.json): "
+            "name the object to score against with --prompt, e.g. --prompt 'a red cube'"
+        )
+    result = score_asset(run.asset, prompt)
     result["run_dir"] = str(run_dir)
     print(format_scores(result))
     if args.json:

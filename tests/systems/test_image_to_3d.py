@@ -154,6 +154,20 @@ def test_generate_gaussians_end_to_end(tmp_path, prior_dir):
     assert float(alpha.max()) > 0.5 and prompt == "a red ball" and len(faces) > 0
 
 
+def test_eval_of_a_run_without_prompt_asks_for_one(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from dreampropeller.cli import main
+    from dreampropeller.runs import loading
+
+    (tmp_path / "run").mkdir()
+    unprompted = SimpleNamespace(cfg=SimpleNamespace(prompt=""), asset=None)
+    monkeypatch.setattr(loading, "load_run", lambda d: unprompted)
+    assert main(["eval", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "has no prompt" in err and "--prompt" in err and len(err.strip().splitlines()) == 1
+
+
 def test_image_run_config_errors(tmp_path):
     with pytest.raises(ImageError, match="not found"):
         validate(make_cfg(tmp_path / "nope.png"))
