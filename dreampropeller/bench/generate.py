@@ -2,7 +2,9 @@
 
 Quality: PSNR between the two runs' turntable renders, and the embedded prior's objective scores of
 both (shape R-precision, colour accuracy, silhouette IoU, chamfer, classifier scores). The noise
-floor is measured the same way between sequential runs of different seeds.
+floor is measured the same way between sequential runs of different seeds; ``ulp_control`` adds, per
+seed, the sequential run from a start nudged by one float ulp (how far a rounding-level difference
+carries: with densification's threshold decisions, further than one might think).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from dreampropeller.config.schema import TextTo3DConfig
-from dreampropeller.picard.process import Process
+from dreampropeller.picard.process import Process, State
 from dreampropeller.picard.solver import SolverConfig, SolverStats
 from dreampropeller.runs.assets import EVAL_RESOLUTION, asset_of, score_asset
 from dreampropeller.runs.driver import load_config, make_process, solve
@@ -46,6 +48,28 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
     mse = float((a.float() - b.float()).square().mean())
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def nudge_one_ulp(x: State, keys: Sequence[str]) -> State:
+    """A copy of ``x`` with every floating entry named in ``keys`` moved one ulp towards +inf."""
+    out = dict(x)
+    for k in keys:
+        if x[k].is_floating_point():
+            out[k] = torch.nextafter(x[k], torch.full_like(x[k], math.inf))
+    return out
+
+
+def _nudged(process: Process) -> Process:
+    """``process`` whose initial state has its parameters nudged by one ulp (the chaos control)."""
+    start = process.initial_state
+    keys = process.param_keys
+
+    def initial_state() -> State:
+        x = start()
+        return nudge_one_ulp(x, keys or tuple(x))
+
+    process.initial_state = initial_state  # type: ignore[method-assign]
+    return process
 
 
 def _run(process: Process, cfg: TextTo3DConfig) -> dict:
@@ -93,9 +117,11 @@ def bench_generate(
     overrides: Sequence[str] = (),
     files: Sequence[str] = (),
     executor: str = "batched",
+    ulp_control: bool = False,
 ) -> dict[str, Any]:
     """Sequential vs propelled for each seed (each run with a freshly loaded prior); summary and noise
-    floor across seeds."""
+    floor across seeds; with ``ulp_control`` also each seed's sequential run from a start nudged by one
+    ulp (its PSNR to the sequential run and its scores)."""
     given = load_config(prompt, files, overrides, steps=steps or None)
     base = resolve_config(_with_picard(given, window, executor))
     window, device = int(base.picard.window), run_device(base)
@@ -109,15 +135,21 @@ def bench_generate(
         print(f"[bench generate] seed {seed}: propelled (window {window}) ...", file=sys.stderr, flush=True)
         prop = _run(make_process(cfg), cfg)
         runs.append({"seed": int(seed), "sequential": seq, "propelled": prop})
+        if ulp_control:
+            print(f"[bench generate] seed {seed}: sequential from a start one ulp away ...", file=sys.stderr)
+            runs[-1]["ulp_control"] = _run(_nudged(make_process(seq_cfg)), seq_cfg)
+    compared = [k for k in ("propelled", "ulp_control") if ulp_control or k == "propelled"]
     for r in runs:
         r["psnr_turntable"] = round(psnr(r["sequential"]["_views"], r["propelled"]["_views"]), 3)
+        if ulp_control:
+            r["psnr_ulp_control"] = round(psnr(r["sequential"]["_views"], r["ulp_control"]["_views"]), 3)
         r["wall_clock_speedup"] = round(r["sequential"]["wall_clock_s"] / r["propelled"]["wall_clock_s"], 3)
     noise_psnr = [
         round(psnr(a["sequential"]["_views"], b["sequential"]["_views"]), 3)
         for a, b in itertools.pairwise(runs)
     ]
     for r in runs:
-        for key in ("sequential", "propelled"):
+        for key in ("sequential", *compared):
             r[key].pop("_views")
             r[key].pop("_stats")
             r[key].pop("_state")
@@ -156,6 +188,7 @@ def bench_generate(
             "seeds": [int(s) for s in seeds],
             "psnr_between_sequential_seeds": noise_psnr,
             "score_std_across_seeds": {k: spread(k) for k in SCORES},
+            **({"psnr_sequential_vs_one_ulp": [r["psnr_ulp_control"] for r in runs]} if ulp_control else {}),
         },
     }
 

@@ -152,7 +152,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.representation:
         overrides.append(f"representation={args.representation}")
     result = bench_generate(
-        args.prompt, args.steps, args.window, seeds, overrides, args.config, args.executor
+        args.prompt, args.steps, args.window, seeds, overrides, args.config, args.executor, args.ulp_control
     )
     s, p = result["sequential"], result["propelled"]
     print(
@@ -170,6 +170,8 @@ def _generate(args: argparse.Namespace) -> int:
         f"PSNR seq vs prop {result['psnr_turntable']:.2f} dB,"
         f" noise (PSNR between seeds) {result['noise']['psnr_between_sequential_seeds']}"
     )
+    if args.ulp_control:
+        print(f"PSNR seq vs seq from one ulp away {result['noise']['psnr_sequential_vs_one_ulp']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -407,6 +409,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="nerf (default), gaussians, dmtet or sdf",
     )
     g.add_argument("--config", action="append", default=[], help="YAML config file or bundled config name")
+    g.add_argument(
+        "--ulp-control",
+        action="store_true",
+        help="also rerun each seed's sequential run from a start nudged by one float ulp: how far a "
+        "rounding-level difference carries (one more run per seed)",
+    )
     g.set_defaults(func=_generate)
 
     q = add_command(
