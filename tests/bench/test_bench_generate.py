@@ -8,7 +8,7 @@ import torch
 import dreampropeller.bench.generate as bench_generate_module
 from dreampropeller.bench.generate import nudge_one_ulp
 
-from .test_bench_vsd import TINY
+from .test_bench_vsd import TINY, spy
 
 
 def test_nudge_moves_each_named_float_one_ulp_up_and_nothing_else():
@@ -27,20 +27,7 @@ def test_ulp_control_reruns_the_sequential_run_from_the_nudged_start(monkeypatch
     from dreampropeller.cli import main
 
     torch.set_num_threads(1)
-    monkeypatch.setattr(bench_generate_module, "EVAL_RESOLUTION", 16)
-    monkeypatch.setattr(
-        bench_generate_module,
-        "score_asset",
-        lambda asset, prompt: dict.fromkeys(bench_generate_module.SCORES, 0.5),
-    )
-    built = []
-    real = bench_generate_module.make_process
-
-    def make(cfg):
-        built.append((cfg.picard.window, real(cfg)))
-        return built[-1][1]
-
-    monkeypatch.setattr(bench_generate_module, "make_process", make)
+    built = spy(monkeypatch, bench_generate_module, lambda cfg, process: (cfg.picard.window, process))
     args = ["bench", "generate", "--steps", "2", "--window", "2", "--ulp-control"]
     args += ["--json", str(tmp_path / "b.json")]
     assert main([*args, *TINY]) == 0

@@ -14,9 +14,9 @@ TINY += ["nerf.n_levels=4", "nerf.log2_hashmap_size=10", "nerf.finest_resolution
 TINY += ["vsd.lora_rank=2", "vsd.camera_hidden=8", "vsd.lora_lr=0.01", "occupancy.enabled=false"]
 
 
-def spy(monkeypatch, module):
-    """Record every process a benchmark builds, with its LoRA as built (before any training); the
-    scoring is stubbed out (what is tested is which LoRA each run starts from, not its scores)."""
+def spy(monkeypatch, module, record=lambda cfg, process: (process, process.guidance.lora_tensors())):
+    """Record every process a benchmark builds (by default with its LoRA as built, before any
+    training); the scoring is stubbed out (what is tested is what each run starts from, not its scores)."""
     monkeypatch.setattr(bench_generate_module, "EVAL_RESOLUTION", 16)
     monkeypatch.setattr(
         bench_generate_module,
@@ -28,7 +28,7 @@ def spy(monkeypatch, module):
 
     def make(cfg):
         process = real(cfg)
-        built.append((process, process.guidance.lora_tensors()))
+        built.append(record(cfg, process))
         return process
 
     monkeypatch.setattr(module, "make_process", make)
