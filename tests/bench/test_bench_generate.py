@@ -28,13 +28,21 @@ def test_ulp_control_reruns_the_sequential_run_from_the_nudged_start(monkeypatch
 
     torch.set_num_threads(1)
     built = spy(monkeypatch, bench_generate_module, lambda cfg, process: (cfg.picard.window, process))
+    starts = []
+    real_solve = bench_generate_module.solve
+
+    def solve(process, cfg, executor, state=None):
+        starts.append(process.initial_state() if state is None else state)
+        return real_solve(process, cfg, executor, state)
+
+    monkeypatch.setattr(bench_generate_module, "solve", solve)
     args = ["bench", "generate", "--steps", "2", "--window", "2", "--ulp-control"]
     args += ["--json", str(tmp_path / "b.json")]
     assert main([*args, *TINY]) == 0
     assert "one ulp away" in capsys.readouterr().out
     result = json.loads((tmp_path / "b.json").read_text())
     assert [w for w, _ in built] == [1, 2, 1]  # sequential, propelled, the control (sequential)
-    plain, nudged = built[0][1].initial_state(), built[2][1].initial_state()
+    plain, nudged = starts[0], starts[2]  # what the sequential run and the control started from
     key = built[0][1].param_keys[0]
     assert torch.equal(nudged[key], torch.nextafter(plain[key], torch.full_like(plain[key], float("inf"))))
     run = result["runs"][0]
